@@ -1,0 +1,234 @@
+"""CiMLoop configuration, spec variables per layer record, canonical cache keys.
+
+Pure Python, no CiMLoop import: everything here is testable without CiMLoop.
+Defaults reproduce the CIMNAS configuration documented in
+``/work/shared/cimloop_reference/README.md``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from typing import Any, Mapping
+
+KINDS = ("conv", "depthwise", "pointwise", "fc")  # index = LayerTable.kind code
+
+# Hardware knobs of a record's ``hw`` dict -> CiMLoop spec attribute path.
+HW_ATTRIBUTES = {
+    "rows": "row.spatial.meshY",
+    "cols": "column.spatial.meshX",
+    "router_group": "shared_router_group.spatial.meshX",
+    "tiles": "tile_in_chip.spatial.meshX",
+    "macros_per_tile": "macro_in_tile.spatial.meshX",
+    "glb_depth_words": "glb.attributes.depth",
+}
+# Hardware knobs of a record's ``hw`` dict -> CiMLoop variable.
+HW_VARIABLES = {
+    "voltage": "VOLTAGE",
+    "bits_per_cell": "BITS_PER_CELL",
+    "base_latency_s": "BASE_LATENCY",
+    "technology_nm": "TECHNOLOGY",
+    "adc_bits": "ADC_RESOLUTION",
+    "n_adc_per_bank": "N_ADC_PER_BANK",
+}
+HW_FIELDS = tuple(HW_VARIABLES) + tuple(HW_ATTRIBUTES)
+# Knobs that are fixed in the CIMNAS configuration; a record may omit them.
+HW_FIXED_DEFAULTS = {"technology_nm": 32, "adc_bits": 8, "n_adc_per_bank": 16}
+INT_HW_FIELDS = {"bits_per_cell", "rows", "cols", "router_group", "tiles", "macros_per_tile",
+                 "glb_depth_words", "technology_nm", "adc_bits", "n_adc_per_bank"}
+LAYER_FIELDS = ("kind", "C", "M", "R", "S", "P", "Q", "stride", "groups")
+GLB_WORD_BYTES = 256  # glb.attributes.depth counts 2048-bit words
+
+
+@dataclasses.dataclass(frozen=True)
+class CimloopConfig:
+    """Which CiMLoop architecture is evaluated and its fixed variables.
+
+    Every field goes into the cache key (through ``key_dict``) except ``models_dir``,
+    whose *content* is represented by ``version`` instead of its path.
+    """
+    macro: str = "basic_analog"
+    tile: str = "input_output_bufs"
+    chip: str = "large_router_glb"
+    system: str = "ws_dummy_buffer_many_macro"
+    cell_override: str = "rram_neurosim_default.cell.yaml"
+    fixed_variables: tuple = (
+        ("VOLTAGE_DAC_RESOLUTION", 1),
+        ("OUTPUT_BITS", 8),
+        ("READ_PULSE_WIDTH", 1e-8),
+        ("BATCH_SIZE", 1),
+        ("MAX_UTILIZATION", False),
+        ("CIM_UNIT_WIDTH_CELLS", 1),
+        ("CIM_UNIT_DEPTH_CELLS", 1),
+    )
+    macro_in_system: int = 1  # one chip
+    version: str = "unknown"  # CiMLoop/timeloop/accelergy versions; set by the backend
+    models_dir: str | None = dataclasses.field(default=None, compare=False)
+
+    def key_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d.pop("models_dir")
+        d["fixed_variables"] = {k: v for k, v in self.fixed_variables}
+        return d
+
+
+def _num(x: Any, integer: bool) -> Any:
+    """Canonical number: ints as int, floats rounded to 6 significant digits.
+
+    6 digits absorb float32 round-off (0.699999988 -> 0.7) while every knob in the
+    search spaces has at most 3 significant digits.
+    """
+    if isinstance(x, bool):
+        return bool(x)
+    xf = float(x)
+    if not math.isfinite(xf):
+        raise ValueError(f"non-finite value {x!r}")
+    if integer:
+        if abs(xf - round(xf)) > 1e-6 * max(1.0, abs(xf)):
+            raise ValueError(f"expected an integer, got {x!r}")
+        return int(round(xf))
+    return float(f"{xf:.6g}")
+
+
+def canonical_layer(layer: Mapping) -> dict:
+    """Shape fields of a layer (name dropped: equal shapes share results)."""
+    missing = [f for f in LAYER_FIELDS if f not in layer]
+    if missing:
+        raise ValueError(f"layer record lacks fields {missing}; needs {list(LAYER_FIELDS)}")
+    kind = layer["kind"]
+    if not isinstance(kind, str):
+        kind = KINDS[int(kind)]
+    if kind not in KINDS:
+        raise ValueError(f"layer.kind={kind!r}; allowed {KINDS}")
+    out = {"kind": kind}
+    for f in LAYER_FIELDS[1:]:
+        out[f] = _num(layer[f], True)
+    return out
+
+
+def canonical_hw(hw: Mapping) -> dict:
+    """Hardware knobs with fixed defaults filled in, canonical numbers, fixed order."""
+    full = {**HW_FIXED_DEFAULTS, **{k: v for k, v in hw.items() if k in HW_FIELDS}}
+    missing = [f for f in HW_FIELDS if f not in full]
+    if missing:
+        raise ValueError(f"hw record lacks fields {missing}; needs {list(HW_FIELDS)}")
+    return {f: _num(full[f], f in INT_HW_FIELDS) for f in HW_FIELDS}
+
+
+def canonical_record(record: Mapping) -> dict:
+    """The part of a layer record that determines its CiMLoop result."""
+    for f in ("layer", "input_bits", "weight_bits", "hw"):
+        if f not in record:
+            raise ValueError(f"record lacks field {f!r}")
+    return {
+        "layer": canonical_layer(record["layer"]),
+        "input_bits": _num(record["input_bits"], True),
+        "weight_bits": _num(record["weight_bits"], True),
+        "hw": canonical_hw(record["hw"]),
+    }
+
+
+def cache_key(record: Mapping, config: CimloopConfig | Mapping | None) -> str:
+    """sha256 hex of (layer shape, bits, hardware values, configuration + versions)."""
+    cfg = config.key_dict() if isinstance(config, CimloopConfig) else dict(config or {})
+    payload = {"record": canonical_record(record), "config": cfg}
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def workload_instance(layer: Mapping) -> dict:
+    """Timeloop problem instance of a layer.
+
+    Depthwise: {G: channels, C: 1, M: 1, ...}. Strides use the spelling timeloop reads
+    (``Hstride``/``Wstride``; ``HStride`` is silently ignored) and are written only when
+    not 1, like the reference workload files.
+    """
+    lay = canonical_layer(layer)
+    if lay["kind"] == "depthwise":
+        if not (lay["C"] == lay["M"] == lay["groups"]):
+            raise ValueError(f"depthwise layer needs C == M == groups, got {lay}")
+        inst = {"G": lay["C"], "C": 1, "M": 1}
+    else:
+        if lay["groups"] != 1:
+            raise ValueError(f"grouped non-depthwise layers are not supported: {lay}")
+        inst = {"C": lay["C"], "M": lay["M"]}
+    inst.update(R=lay["R"], S=lay["S"], P=lay["P"], Q=lay["Q"])
+    if lay["stride"] != 1:
+        inst.update(Hstride=lay["stride"], Wstride=lay["stride"])
+    return inst
+
+
+def workload_yaml(layer: Mapping, problem_base_path: str, name: str = "layer") -> str:
+    """Text of a CiMLoop workload file (same layout as CiMLoop's own workloads)."""
+    inst = workload_instance(layer)
+    body = ", ".join(f"{k}: {v}" for k, v in inst.items())
+    safe = "".join(ch if ch.isalnum() or ch in "_-" else "_" for ch in str(name))
+    return (
+        f"{{{{include_text('{problem_base_path}')}}}}\n"
+        "problem:\n"
+        "  <<<: *problem_base\n"
+        f"  instance: {{{body}}}\n"
+        "  name: Conv2d\n"
+        "  dnn_name: cimnas_jax\n"
+        f"  notes: {safe}\n"
+    )
+
+
+def spec_inputs(record: Mapping, config: CimloopConfig | None = None) -> dict:
+    """Everything set on the CiMLoop spec for one layer record.
+
+    Returns {"jinja_parse_data": {...}, "get_spec": {macro, tile, chip, system},
+    "variables": {NAME: value}, "attributes": {"node.path": value}, "instance": {...}}.
+    """
+    config = config or CimloopConfig()
+    rec = canonical_record(record)
+    hw = rec["hw"]
+    variables = dict(config.fixed_variables)
+    for field, var in HW_VARIABLES.items():
+        variables[var] = hw[field]
+    variables["INPUT_BITS"] = rec["input_bits"]
+    variables["WEIGHT_BITS"] = rec["weight_bits"]
+    variables["TEMPORAL_DAC_RESOLUTION"] = rec["input_bits"]
+    attributes = {path: hw[field] for field, path in HW_ATTRIBUTES.items()}
+    attributes["macro_in_system.spatial.meshX"] = config.macro_in_system
+    return {
+        "get_spec": {"macro": config.macro, "tile": config.tile, "chip": config.chip,
+                     "system": config.system},
+        "jinja_parse_data": {"cell_override": config.cell_override},
+        "variables": variables,
+        "attributes": attributes,
+        "instance": workload_instance(rec["layer"]),
+    }
+
+
+def record_from_arrays(layer_fields: Mapping, hw_fields: Mapping, name: str = "") -> dict:
+    """Reference-format layer record from one layer's LayerTable / HardwareParams values.
+
+    ``layer_fields``: kind (int code or name), C, M, R, S, P, Q, stride, groups,
+    input_bits, weight_bits, macs. ``hw_fields``: HardwareParams names (voltage_v,
+    bits_per_cell, clock_period_s, rows, cols, router_group, tiles, macros_per_tile,
+    glb_bytes, adc_bits, n_adc_per_bank).
+    """
+    kind = layer_fields["kind"]
+    kind = kind if isinstance(kind, str) else KINDS[int(kind)]
+    layer = {"name": name, "kind": kind}
+    for f in LAYER_FIELDS[1:]:
+        layer[f] = int(round(float(layer_fields[f])))
+    layer["macs"] = int(round(float(layer_fields["macs"])))
+    hw = {
+        "voltage": _num(hw_fields["voltage_v"], False),
+        "bits_per_cell": _num(hw_fields["bits_per_cell"], True),
+        "base_latency_s": _num(hw_fields["clock_period_s"], False),
+        "rows": _num(hw_fields["rows"], True),
+        "cols": _num(hw_fields["cols"], True),
+        "router_group": _num(hw_fields["router_group"], True),
+        "tiles": _num(hw_fields["tiles"], True),
+        "macros_per_tile": _num(hw_fields["macros_per_tile"], True),
+        "glb_depth_words": _num(float(hw_fields["glb_bytes"]) / GLB_WORD_BYTES, True),
+        "technology_nm": HW_FIXED_DEFAULTS["technology_nm"],
+        "adc_bits": _num(hw_fields.get("adc_bits", 8), True),
+        "n_adc_per_bank": _num(hw_fields.get("n_adc_per_bank", 16), True),
+    }
+    return {"layer": layer, "input_bits": int(round(float(layer_fields["input_bits"]))),
+            "weight_bits": int(round(float(layer_fields["weight_bits"]))), "hw": hw}
