@@ -1,0 +1,159 @@
+"""Analytic compute-in-memory model (pure JAX) mirroring CiMLoop's basic_analog macro,
+input_output_bufs tile, large_router_glb chip and ws_dummy_buffer_many_macro system.
+
+Per layer: weights are mapped onto crossbars (ceil(W / bits-per-cell) columns per weight, one
+depthwise channel per macro), copies go to spare macros to parallelise output rows (P; Q stays
+temporal, as timeloop's mapper does here), and per-component action counts (array reads, input
+pulse trains, ADC conversions, buffer / router / GLB traffic) are multiplied by per-action energies
+that follow supply voltage, clock, crossbar size, ADC resolution and the technology file.
+All functions broadcast over leading axes ([P, L] layers with [P] hardware) and are jit/vmap/grad
+safe (ceil/floor only on discrete quantities).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from cimnas_jax.hw.tech import Technology
+
+ENERGY_COMPONENTS = ("cim_unit", "row_drivers", "column_drivers", "adc", "input_buffer",
+                     "output_buffer", "router", "glb")
+AREA_COMPONENTS = ENERGY_COMPONENTS
+OUTPUT_BITS = 8.0
+GLB_REF_BYTES = 8.0 * 2 ** 20
+_LN10_10 = jnp.log(10.0) / 10.0
+
+
+def _softmin(a, b, tau=2.0):
+    """Smooth min(a, b) (tau in the units of a, b)."""
+    return b - tau * jax.nn.softplus((b - a) / tau)
+
+
+def _interp_loglog(x_ln, knots_ln, vals_ln):
+    """Piecewise-linear interpolation in log-log with linear extrapolation at both ends."""
+    n = knots_ln.shape[0]
+    i = jnp.clip(jnp.searchsorted(knots_ln, x_ln) - 1, 0, n - 2)
+    x0, x1 = knots_ln[i], knots_ln[i + 1]
+    y0, y1 = vals_ln[i], vals_ln[i + 1]
+    return y0 + (y1 - y0) * (x_ln - x0) / (x1 - x0)
+
+
+def adc_energy_area(c: dict, node_nm, adc_bits, cols, voltage, clock_s):
+    """ADC energy per conversion before voltage scaling [J] and area per macro's ADC bank [m^2].
+
+    Accelergy ADC plug-in form: energy from the Schreier figure of merit, FOM = min(icpt - slope
+    ln f, max), E = exp(e0) / 10^((FOM - SNDR)/10); area = exp(a0 + a_f ln f + a_e ln E[pJ]
+    + a_b bits + a_t ln node) um^2. f = conversion rate the bank must sustain = cols x V / clock.
+    """
+    lnf = jnp.log(cols * voltage / clock_s) + c["adc_lnf_shift"]
+    sndr = adc_bits * 20.0 * jnp.log10(2.0) + 10.0 * jnp.log10(1.5)
+    fom = _softmin(c["adc_fom_icpt"] - c["adc_fom_slope"] * lnf, c["adc_fom_max"])
+    ln_e = c["adc_e0"] - _LN10_10 * (fom - sndr)
+    ln_a_um2 = (c["adc_a0"] + c["adc_a_f"] * lnf + c["adc_a_e"] * (ln_e + jnp.log(1e12))
+                + c["adc_a_b"] * adc_bits + c["adc_a_t"] * jnp.log(node_nm))
+    return jnp.exp(ln_e), jnp.exp(ln_a_um2) * 1e-12
+
+
+def slice_factor(c: dict, weight_bits, bits_per_cell):
+    """Array read cost of one weight relative to one full cell: full slices count 1; a partial
+    last slice holding r < bits-per-cell bits costs a + b x (mean stored level) with the level
+    (2^r - 1) / 2 / (2^bpc - 1) (CiMLoop's value-dependent cell read, uniform weights)."""
+    n = jnp.ceil(weight_bits / bits_per_cell)
+    r = weight_bits - (n - 1.0) * bits_per_cell
+    level = (2.0 ** r - 1.0) / 2.0 / (2.0 ** bits_per_cell - 1.0)
+    part = jnp.where(n > 1.0, c["cim_slice_a"] + c["cim_slice_b"] * level, 1.0)
+    return (n - 1.0) + part
+
+
+def layer_model(tech: Technology, layers, hw, adc_bits=None):
+    """Per-layer cycles, latency [s], energy breakdown [J] and the feasibility flag.
+
+    ``layers``: LayerTable-like with fields [..., L]; ``hw``: HardwareParams-like with fields [...].
+    Returns dict: cycles, latency_s, energy_j {component: [..., L]}, ok (bool [..., L]).
+    """
+    c = tech.coef
+    e = lambda x: x[..., None]
+    V, bpc, clk = e(hw.voltage_v), e(hw.bits_per_cell), e(hw.clock_period_s)
+    rows, cols = e(hw.rows), e(hw.cols)
+    mpt = e(hw.macros_per_tile)
+    N = e(hw.router_group * hw.tiles * hw.macros_per_tile)
+    glb_bytes = e(hw.glb_bytes)
+    abits = e(hw.adc_bits if adc_bits is None else adc_bits)
+    C, M, R, S, P, Q = layers.C, layers.M, layers.R, layers.S, layers.P, layers.Q
+    stride, ib, wb = layers.stride, layers.input_bits, layers.weight_bits
+    dw = layers.kind == 1
+    G = jnp.where(dw, C, 1.0)
+    Cg = jnp.where(dw, 1.0, C)
+    Mg = jnp.where(dw, 1.0, M)
+    slices = jnp.ceil(wb / bpc)
+    # --- mapping: crossbar tiles per weight copy, copies into spare macros, cycles
+    rt = jnp.ceil(Cg * R * S / rows)
+    ct = jnp.ceil(Mg * slices / cols)
+    nw = rt * ct * G
+    T = jnp.ceil(nw / N)
+    copies = jnp.maximum(jnp.floor(N / nw), 1.0)
+    d = jnp.minimum(P, copies)
+    Pt = jnp.ceil(P / d)
+    cycles = Q * Pt * T
+    latency_s = cycles * clk / V
+    # --- action counts
+    pulses = 2.0 ** ib - 1.0                       # temporal DAC: pulse train per input value
+    macs = G * Cg * Mg * R * S * P * Q
+    row_inputs = P * Q * G * Cg * R * S            # input values applied to rows
+    outs = G * Mg * P * Q
+    convs = outs * rt * slices                     # ADC conversions (per column slice, per row tile)
+    H = (P - 1.0) * stride + R
+    Wd = (Q - 1.0) * stride + S
+    in_bits = C * H * Wd * ib
+    out_bits = outs * OUTPUT_BITS
+    rr = P * R / H                                 # sliding-window re-reads of input rows
+    Tc = jnp.where(dw, 1.0, jnp.minimum(T, rt))    # temporal split of C -> partial sums
+    Tm = jnp.where(dw, 1.0, T / Tc)                # temporal split of M -> input re-reads
+    in_traffic = in_bits * rr ** jnp.where(dw, c["glb_rr_exp_dw"], c["glb_rr_exp"]) * Tm
+    out_traffic = out_bits * (1.0 + c["glb_psum"] * (Tc - 1.0))
+    V2 = V ** 2
+    # --- energies [J]
+    adc_e, _ = adc_energy_area(c, tech.node_nm, abits, cols, V, clk)
+    ld = jnp.log2(glb_bytes / GLB_REF_BYTES)
+    glb_scale = jnp.exp(c["glb_e1"] * ld + c["glb_e2"] * ld ** 2)
+    en = {
+        "cim_unit": jnp.exp(c["ln_e_cim"]) * macs * pulses * slice_factor(c, wb, bpc) * V ** c["cim_v_exp"],
+        "row_drivers": jnp.exp(c["ln_e_row"]) * row_inputs * ct * pulses * cols ** c["row_cols_exp"] * V2,
+        "column_drivers": jnp.exp(c["ln_e_col"]) * convs * V2,
+        "adc": convs * adc_e * V2,
+        "input_buffer": jnp.exp(c["ln_e_ibuf"]) * row_inputs * ib * ct ** c["ibuf_ct_exp"]
+        * (rows * mpt) ** c["ibuf_size_exp"],
+        "output_buffer": jnp.exp(c["ln_e_obuf"]) * convs * OUTPUT_BITS * (cols * mpt) ** c["obuf_size_exp"],
+        "router": jnp.exp(c["ln_e_router_in"]) * in_traffic + jnp.exp(c["ln_e_router_out"]) * out_traffic,
+        "glb": glb_scale * (jnp.exp(c["ln_e_glb_in"]) * in_traffic + jnp.exp(c["ln_e_glb_out"]) * out_traffic),
+    }
+    fmap_bytes = (in_bits + out_bits) / 8.0
+    ok = fmap_bytes <= c["ok_theta"] * glb_bytes
+    return {"cycles": cycles, "latency_s": latency_s, "energy_j": en, "ok": ok, "macros_per_copy": nw}
+
+
+def chip_area(tech: Technology, hw, max_slices, adc_bits=None):
+    """Chip area breakdown [m^2] for hardware [...]; depends only on hardware and bits
+    (``max_slices``: columns per weight of the widest layer)."""
+    c = tech.coef
+    V, clk, rows, cols = hw.voltage_v, hw.clock_period_s, hw.rows, hw.cols
+    rg, tiles, mpt = hw.router_group, hw.tiles, hw.macros_per_tile
+    N = rg * tiles * mpt
+    abits = hw.adc_bits if adc_bits is None else adc_bits
+    _, adc_a = adc_energy_area(c, tech.node_nm, abits, cols, V, clk)
+
+    def buf(p, ent):
+        le = jnp.log(ent)
+        return jnp.exp(c[p + "_a0"] + c[p + "_a1"] * le + c[p + "_a2"] * le ** 2 + c[p + "_a3"] * jnp.log(mpt))
+
+    glb = jnp.exp(_interp_loglog(jnp.log(hw.glb_bytes), tech.glb_ln_bytes, tech.glb_ln_area))
+    return {
+        "cim_unit": N * rows * cols * tech.cell_area_m2,
+        "row_drivers": N * rows * jnp.exp(c["ln_a_row"]),
+        "column_drivers": N * jnp.exp(c["ln_a_col"]) * cols ** c["col_cols_exp"] * max_slices ** c["col_sl_exp"],
+        "adc": N * adc_a,
+        "input_buffer": rg * tiles * buf("ibuf", rows * mpt),
+        "output_buffer": rg * tiles * buf("obuf", cols * mpt),
+        "router": rg * jnp.exp(c["ln_a_router"]),
+        "glb": glb,
+    }

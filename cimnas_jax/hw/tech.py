@@ -1,0 +1,156 @@
+"""Technology description as data: one JSON file per node/cell (``tech/<name>.json``).
+
+A file holds the node (nm), the cell (type RRAM/SRAM, area per cell in m^2, max bits per cell),
+the global-buffer area table (CiMLoop/CACTI areas at known sizes, log-log interpolated) and the
+fitted component coefficients of the analytic model (see docs/hardware_model.md). Loading
+validates every field and raises ``TechnologyError`` naming the bad field.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+from pathlib import Path
+
+import flax.struct
+import jax.numpy as jnp
+
+TECH_DIR = Path(__file__).resolve().parent / "tech"
+
+# Every coefficient the analytic model reads (names documented in docs/hardware_model.md).
+COEFFICIENT_NAMES = (
+    # array read energy per (MAC x input pulse x weight slice) and partial-slice factor
+    "ln_e_cim", "cim_slice_a", "cim_slice_b", "cim_v_exp",
+    # row drivers: per (input x column tile x pulse), grows with columns driven; V^2
+    "ln_e_row", "row_cols_exp",
+    # ADC (accelergy ADC plug-in form): per-conversion energy from Schreier FOM, area regression
+    "adc_e0", "adc_lnf_shift", "adc_fom_icpt", "adc_fom_slope", "adc_fom_max",
+    "adc_a0", "adc_a_f", "adc_a_e", "adc_a_b", "adc_a_t",
+    # column drivers (~0 in CiMLoop), tile buffers, router, global buffer energies
+    "ln_e_col", "ln_e_ibuf", "ibuf_ct_exp", "ibuf_size_exp", "ln_e_obuf", "obuf_size_exp",
+    "ln_e_router_in", "ln_e_router_out",
+    "ln_e_glb_in", "ln_e_glb_out", "glb_e1", "glb_e2", "glb_rr_exp", "glb_rr_exp_dw", "glb_psum",
+    # areas: drivers per row / column, router, tile buffers (SRAM of rows|cols x macros per tile)
+    "ln_a_row", "ln_a_col", "col_cols_exp", "col_sl_exp", "ln_a_router",
+    "ibuf_a0", "ibuf_a1", "ibuf_a2", "ibuf_a3", "obuf_a0", "obuf_a1", "obuf_a2", "obuf_a3",
+    # layer feasibility: input+output feature maps (bytes) must stay below ok_theta x GLB bytes
+    "ok_theta",
+)
+
+
+class TechnologyError(ValueError):
+    """A technology file is missing a field or has a bad value (message names the field)."""
+
+
+@flax.struct.dataclass
+class Technology:
+    """A node/cell description plus fitted coefficients (pytree: coefficients are leaves)."""
+
+    coef: dict
+    glb_ln_bytes: jnp.ndarray   # knots: ln(GLB bytes)
+    glb_ln_area: jnp.ndarray    # ln(GLB area m^2) at the knots
+    name: str = flax.struct.field(pytree_node=False, default="")
+    node_nm: float = flax.struct.field(pytree_node=False, default=32.0)
+    cell_type: str = flax.struct.field(pytree_node=False, default="RRAM")
+    cell_area_m2: float = flax.struct.field(pytree_node=False, default=0.0)
+    max_bits_per_cell: int = flax.struct.field(pytree_node=False, default=8)
+    default_adc_bits: float = flax.struct.field(pytree_node=False, default=8.0)
+    version: str = flax.struct.field(pytree_node=False, default="")
+
+    def replace_coef(self, coef: dict) -> "Technology":
+        return self.replace(coef=dict(coef))
+
+
+def _need(d: dict, key: str, where: str):
+    if not isinstance(d, dict) or key not in d:
+        raise TechnologyError(f"technology file {where}: missing field '{key}'")
+    return d[key]
+
+
+def _num(v, field: str, where: str, positive: bool = False) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
+        raise TechnologyError(f"technology file {where}: field '{field}' must be a finite number, got {v!r}")
+    if positive and float(v) <= 0:
+        raise TechnologyError(f"technology file {where}: field '{field}' must be > 0, got {v!r}")
+    return float(v)
+
+
+def technology_from_dict(d: dict, where: str = "<dict>") -> Technology:
+    """Validate a parsed technology description and build a ``Technology``."""
+    if not isinstance(d, dict):
+        raise TechnologyError(f"technology file {where}: top level must be an object")
+    name = _need(d, "name", where)
+    if not isinstance(name, str) or not name:
+        raise TechnologyError(f"technology file {where}: field 'name' must be a non-empty string")
+    version = str(_need(d, "version", where))
+    node = _num(_need(d, "node_nm", where), "node_nm", where, positive=True)
+    cell = _need(d, "cell", where)
+    ctype = _need(cell, "type", where + " cell")
+    if ctype not in ("RRAM", "SRAM"):
+        raise TechnologyError(f"technology file {where}: field 'cell.type' must be 'RRAM' or 'SRAM', got {ctype!r}")
+    area = _num(_need(cell, "area_m2", where + " cell"), "cell.area_m2", where, positive=True)
+    mbpc = _num(_need(cell, "max_bits_per_cell", where + " cell"), "cell.max_bits_per_cell", where, positive=True)
+    adc = _num(d.get("default_adc_bits", 8), "default_adc_bits", where, positive=True)
+    glb = _need(d, "glb_area_table", where)
+    kb = _need(glb, "bytes", where + " glb_area_table")
+    ka = _need(glb, "area_m2", where + " glb_area_table")
+    if not isinstance(kb, list) or not isinstance(ka, list) or len(kb) != len(ka) or len(kb) < 2:
+        raise TechnologyError(f"technology file {where}: 'glb_area_table.bytes' and 'glb_area_table.area_m2' "
+                              "must be lists of equal length >= 2")
+    kb = [_num(v, "glb_area_table.bytes", where, True) for v in kb]
+    ka = [_num(v, "glb_area_table.area_m2", where, True) for v in ka]
+    if any(b2 <= b1 for b1, b2 in zip(kb, kb[1:])):
+        raise TechnologyError(f"technology file {where}: 'glb_area_table.bytes' must be strictly increasing")
+    coefs = _need(d, "coefficients", where)
+    if not isinstance(coefs, dict):
+        raise TechnologyError(f"technology file {where}: field 'coefficients' must be an object")
+    coef = {}
+    for k in COEFFICIENT_NAMES:
+        coef[k] = jnp.float32(_num(_need(coefs, k, where + " coefficients"), f"coefficients.{k}", where))
+    unknown = sorted(set(coefs) - set(COEFFICIENT_NAMES))
+    if unknown:
+        raise TechnologyError(f"technology file {where}: unknown field(s) in 'coefficients': {unknown}")
+    return Technology(coef=coef, glb_ln_bytes=jnp.log(jnp.asarray(kb, jnp.float32)),
+                      glb_ln_area=jnp.log(jnp.asarray(ka, jnp.float32)), name=name, node_nm=node,
+                      cell_type=ctype, cell_area_m2=area, max_bits_per_cell=int(mbpc),
+                      default_adc_bits=adc, version=version)
+
+
+def technology_to_dict(tech: Technology, extra: dict | None = None) -> dict:
+    """Inverse of ``technology_from_dict`` (for writing fitted files)."""
+    d = {
+        "name": tech.name, "version": tech.version, "node_nm": tech.node_nm,
+        "cell": {"type": tech.cell_type, "area_m2": tech.cell_area_m2, "max_bits_per_cell": tech.max_bits_per_cell},
+        "default_adc_bits": tech.default_adc_bits,
+        "glb_area_table": {"bytes": [float(round(math.exp(float(v)))) for v in tech.glb_ln_bytes],
+                           "area_m2": [float(math.exp(float(v))) for v in tech.glb_ln_area]},
+        "coefficients": {k: float(tech.coef[k]) for k in COEFFICIENT_NAMES},
+    }
+    if extra:
+        d.update(extra)
+    return d
+
+
+def load_technology(name_or_path: str | os.PathLike) -> Technology:
+    """Load ``tech/<name>.json`` (e.g. "rram_32nm", "sram_7nm") or a JSON file path."""
+    return _load_cached(str(name_or_path))
+
+
+@functools.lru_cache(maxsize=32)
+def _load_cached(name_or_path: str) -> Technology:
+    p = Path(name_or_path)
+    if not (p.suffix == ".json" and p.exists()):
+        p = TECH_DIR / f"{name_or_path}.json"
+        if not p.exists():
+            avail = sorted(q.stem for q in TECH_DIR.glob("*.json"))
+            raise TechnologyError(f"unknown technology {name_or_path!r}; available: {avail}")
+    try:
+        d = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise TechnologyError(f"technology file {p}: not valid JSON ({e})") from e
+    return technology_from_dict(d, str(p))
+
+
+def technology_names() -> list[str]:
+    return sorted(q.stem for q in TECH_DIR.glob("*.json"))
