@@ -1,0 +1,110 @@
+"""Which designs to label: uniform samples, Latin-hypercube over hardware genes, or
+genomes read from a search's output (JSON / CSV / .npy)."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import jax
+import numpy as np
+
+SAMPLERS = ("uniform", "lhs", "file")
+
+
+def hardware_gene_mask(sp) -> np.ndarray:
+    """bool[G]: genes whose group is one of the hardware-* groups."""
+    gid = np.asarray(sp.group_ids)
+    return np.array([sp.group_names[i].startswith("hardware") for i in gid])
+
+
+def sample_uniform(sp, n: int, seed: int) -> np.ndarray:
+    """int32[n, G] uniform over every gene's choices (``sp.sample``)."""
+    return np.asarray(sp.sample(jax.random.PRNGKey(seed), n), dtype=np.int32)
+
+
+def sample_lhs(sp, n: int, seed: int) -> np.ndarray:
+    """Uniform genomes whose hardware genes are a Latin hypercube.
+
+    For each hardware gene with k choices, the n samples fall one per stratum of
+    [0, 1) (strata randomly paired across genes) and map to choice floor(u·k), so every
+    choice appears n/k times (±1).
+    """
+    g = sample_uniform(sp, n, seed)
+    rng = np.random.default_rng(seed + 1)
+    n_choices = np.asarray(sp.n_choices)
+    for j in np.flatnonzero(hardware_gene_mask(sp)):
+        u = (rng.permutation(n) + rng.random(n)) / n
+        g[:, j] = np.minimum((u * n_choices[j]).astype(np.int32), n_choices[j] - 1)
+    return g
+
+
+def _rows_to_genomes(sp, rows) -> np.ndarray:
+    names = list(sp.gene_names)
+    out = []
+    for i, r in enumerate(rows):
+        if isinstance(r, dict):
+            if "genome" in r:
+                r = r["genome"]
+            elif all(n in r for n in names):
+                r = [r[n] for n in names]
+            else:
+                raise ValueError(f"genomes file row {i}: a dict needs a 'genome' list or one "
+                                 f"column per gene name ({names[0]}, ...)")
+        out.append([int(float(x)) for x in r])
+    g = np.asarray(out, dtype=np.int32)
+    if g.ndim != 2 or g.shape[1] != sp.n_genes:
+        raise ValueError(f"genomes file: expected rows of {sp.n_genes} gene indices, "
+                         f"got shape {g.shape}")
+    return g
+
+
+def read_genomes(sp, path: str) -> np.ndarray:
+    """int32[N, G] from .npy, .json (list of genomes, {"genomes": [...]}, list of records
+    with "genome", or per-gene dicts) or .csv (a ``genome`` column holding a JSON list,
+    or one column per gene name). Checked with ``sp.check``."""
+    if not os.path.exists(path):
+        raise ValueError(f"--genomes_file {path!r} does not exist")
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".npy":
+        g = np.load(path).astype(np.int32)
+        rows = g.tolist()
+    elif ext in (".json", ".jsonl"):
+        with open(path) as f:
+            if ext == ".jsonl":
+                data = [json.loads(line) for line in f if line.strip()]
+            else:
+                data = json.load(f)
+        if isinstance(data, dict):
+            for key in ("genomes", "population", "pareto_genomes", "designs"):
+                if key in data:
+                    data = data[key]
+                    break
+            else:
+                raise ValueError(f"{path}: JSON object needs a 'genomes' list")
+        rows = data
+    elif ext == ".csv":
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            rows = [({"genome": json.loads(r["genome"])} if "genome" in r else r)
+                    for r in reader]
+    else:
+        raise ValueError(f"--genomes_file {path!r}: extension must be .npy, .json, .jsonl "
+                         f"or .csv")
+    g = _rows_to_genomes(sp, rows)
+    sp.check(g)
+    return g
+
+
+def make_genomes(sp, sampler: str, n: int, seed: int, genomes_file: str | None = None):
+    """Genomes to label: [N, G] int32."""
+    if sampler == "uniform":
+        return sample_uniform(sp, n, seed)
+    if sampler == "lhs":
+        return sample_lhs(sp, n, seed)
+    if sampler == "file":
+        if not genomes_file:
+            raise ValueError("--sampler=file needs --genomes_file")
+        g = read_genomes(sp, genomes_file)
+        return g[:n] if n and n > 0 else g
+    raise ValueError(f"--sampler={sampler!r}; allowed {SAMPLERS}")

@@ -1,0 +1,223 @@
+"""CiMLoop spec variables, workload files, cache keys, output parsing: no CiMLoop needed."""
+import dataclasses
+import json
+import os
+import re
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cimnas_jax.cimloop import backend as cl_backend
+from cimnas_jax.cimloop.config import (HW_FIELDS, LAYER_FIELDS, CimloopConfig, cache_key,
+                                       spec_inputs, workload_instance, workload_yaml)
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+REF = SHARED / "cimloop_reference"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _records(name="layers.jsonl"):
+    if not REF.exists():
+        pytest.skip(f"../shared absent: {REF}")
+    with open(REF / name) as f:
+        return [json.loads(line) for line in f]
+
+
+def _oat_records():
+    """Baseline + one record per knob of the one-at-a-time sweep + a stride-2 depthwise."""
+    recs = _records()
+    picked, seen = [], set()
+    for r in recs:
+        knob = r["tags"].get("knob")
+        if r["tags"].get("design") == "oat" and knob not in seen:
+            picked.append(r)
+            seen.add(knob)
+    picked += [r for r in recs if r["layer"]["kind"] == "depthwise" and r["layer"]["stride"] == 2][:2]
+    picked += [r for r in recs if r["layer"]["kind"] in ("conv", "fc")][:2]
+    assert len(seen) >= 10
+    return picked
+
+
+def test_spec_variables_follow_reference_mapping():
+    # README: knob -> attribute mapping and the fixed variables of the CIMNAS configuration.
+    for r in _oat_records():
+        hw = r["hw"]
+        s = spec_inputs(r)
+        v, a = s["variables"], s["attributes"]
+        assert s["get_spec"] == {"macro": "basic_analog", "tile": "input_output_bufs",
+                                 "chip": "large_router_glb",
+                                 "system": "ws_dummy_buffer_many_macro"}
+        assert s["jinja_parse_data"] == {"cell_override": "rram_neurosim_default.cell.yaml"}
+        assert v["VOLTAGE"] == pytest.approx(hw["voltage"])
+        assert v["BITS_PER_CELL"] == hw["bits_per_cell"]
+        assert v["BASE_LATENCY"] == pytest.approx(hw["base_latency_s"])
+        assert v["INPUT_BITS"] == r["input_bits"] and v["WEIGHT_BITS"] == r["weight_bits"]
+        assert v["TEMPORAL_DAC_RESOLUTION"] == r["input_bits"]
+        fixed = {"TECHNOLOGY": 32, "ADC_RESOLUTION": 8, "N_ADC_PER_BANK": 16,
+                 "VOLTAGE_DAC_RESOLUTION": 1, "OUTPUT_BITS": 8, "READ_PULSE_WIDTH": 1e-8,
+                 "BATCH_SIZE": 1, "MAX_UTILIZATION": False, "CIM_UNIT_WIDTH_CELLS": 1,
+                 "CIM_UNIT_DEPTH_CELLS": 1}
+        for k, want in fixed.items():
+            assert v[k] == want, k
+        assert a == {"row.spatial.meshY": hw["rows"], "column.spatial.meshX": hw["cols"],
+                     "shared_router_group.spatial.meshX": hw["router_group"],
+                     "tile_in_chip.spatial.meshX": hw["tiles"],
+                     "macro_in_tile.spatial.meshX": hw["macros_per_tile"],
+                     "glb.attributes.depth": hw["glb_depth_words"],
+                     "macro_in_system.spatial.meshX": 1}
+        if r["status"] == "ok":  # macros on the chip = router_group * tiles * macros_per_tile
+            assert r["result"]["n_macros"] == a["shared_router_group.spatial.meshX"] * \
+                a["tile_in_chip.spatial.meshX"] * a["macro_in_tile.spatial.meshX"]
+
+
+def _ref_instance(layer):
+    name = (f"{layer['kind']}_C{layer['C']}_M{layer['M']}_G{layer['groups']}_R{layer['R']}"
+            f"_S{layer['S']}_P{layer['P']}_Q{layer['Q']}_s{layer['stride']}.yaml")
+    text = (REF / "workloads" / name).read_text()
+    body = re.search(r"instance:\s*\{([^}]*)\}", text).group(1)
+    return {k.strip(): int(x) for k, x in (kv.split(":") for kv in body.split(","))}
+
+
+def test_workload_instances_match_reference_files():
+    recs = _records() + _records("networks_layers.jsonl")
+    shapes = {json.dumps({f: r["layer"][f] for f in LAYER_FIELDS}, sort_keys=True): r["layer"]
+              for r in recs}
+    assert len(shapes) > 50
+    n_dw_s2 = 0
+    for layer in shapes.values():
+        inst = workload_instance(layer)
+        assert inst == _ref_instance(layer), layer
+        assert "HStride" not in inst
+        if layer["kind"] == "depthwise" and layer["stride"] == 2:
+            assert inst["Hstride"] == 2 and inst["G"] == layer["C"] and inst["C"] == inst["M"] == 1
+            n_dw_s2 += 1
+    assert n_dw_s2 > 0
+
+
+def test_workload_yaml_has_instance_and_include():
+    layer = {"kind": "depthwise", "C": 120, "M": 120, "R": 5, "S": 5, "P": 14, "Q": 14,
+             "stride": 2, "groups": 120}
+    text = workload_yaml(layer, "/x/workloads/problem_base.yaml", name="b3 dw")
+    assert "{{include_text('/x/workloads/problem_base.yaml')}}" in text
+    assert "instance: {G: 120, C: 1, M: 1, R: 5, S: 5, P: 14, Q: 14, Hstride: 2, Wstride: 2}" in text
+    with pytest.raises(ValueError, match="C == M == groups"):
+        workload_instance({**layer, "M": 60})
+
+
+def test_cache_key_stable_and_sensitive_to_every_field():
+    r = _records()[0]
+    cfg = CimloopConfig()
+    k = cache_key(r, cfg)
+    # same design written differently: names, order, float32 round-off, ints as floats,
+    # fixed knobs omitted -> same key
+    r2 = json.loads(json.dumps(r))
+    r2["layer"]["name"] = "other"
+    r2["hw"] = {kk: r["hw"][kk] for kk in reversed(list(r["hw"]))}
+    r2["hw"]["voltage"] = float(np.float32(r["hw"]["voltage"]))
+    r2["hw"]["base_latency_s"] = float(np.float32(r["hw"]["base_latency_s"]))
+    r2["hw"]["rows"] = float(r["hw"]["rows"])
+    for f in ("technology_nm", "adc_bits", "n_adc_per_bank"):
+        r2["hw"].pop(f)
+    r2["tags"] = {"x": 1}
+    assert cache_key(r2, cfg) == k
+    # the key does not depend on the process (hash seed) that computes it
+    code = ("import json,sys; from cimnas_jax.cimloop.config import cache_key, CimloopConfig;"
+            "print(cache_key(json.loads(sys.stdin.read()), CimloopConfig()))")
+    out = subprocess.run([sys.executable, "-c", code], input=json.dumps(r), text=True,
+                         capture_output=True, cwd=REPO, env={**os.environ, "PYTHONHASHSEED": "123"})
+    assert out.stdout.strip() == k, out.stderr
+    # every field changes it
+    keys = {k}
+    for f in LAYER_FIELDS[1:]:
+        m = json.loads(json.dumps(r))
+        m["layer"][f] += 1
+        keys.add(cache_key(m, cfg))
+    m = json.loads(json.dumps(r))
+    m["layer"]["kind"] = "conv"
+    keys.add(cache_key(m, cfg))
+    for f in ("input_bits", "weight_bits"):
+        m = json.loads(json.dumps(r))
+        m[f] = 6
+        keys.add(cache_key(m, cfg))
+    for f in HW_FIELDS:
+        m = json.loads(json.dumps(r))
+        m["hw"][f] = r["hw"][f] * 2
+        keys.add(cache_key(m, cfg))
+    n_cfg = 0
+    for fld in dataclasses.fields(CimloopConfig):
+        if fld.name == "models_dir":
+            continue
+        val = getattr(cfg, fld.name)
+        new = (val + (("EXTRA", 1),)) if isinstance(val, tuple) else (
+            val + 1 if isinstance(val, int) else f"{val}x")
+        keys.add(cache_key(r, dataclasses.replace(cfg, **{fld.name: new})))
+        n_cfg += 1
+    n_expected = 1 + (len(LAYER_FIELDS) - 1) + 1 + 2 + len(HW_FIELDS) + n_cfg
+    assert len(keys) == n_expected
+    # models_dir (a path) is not part of the key; the version string is
+    assert cache_key(r, dataclasses.replace(cfg, models_dir="/elsewhere")) == k
+
+
+def test_missing_fields_name_the_field():
+    r = _records()[0]
+    bad = json.loads(json.dumps(r))
+    del bad["hw"]["rows"]
+    with pytest.raises(ValueError, match="rows"):
+        cache_key(bad, CimloopConfig())
+    bad = json.loads(json.dumps(r))
+    bad["layer"]["kind"] = "attention"
+    with pytest.raises(ValueError, match="kind"):
+        spec_inputs(bad)
+
+
+def test_parse_output_reproduces_reference_fields():
+    # A timeloopfe-like OutputStats built from reference per-component numbers must be
+    # read back into exactly the reference result fields.
+    for r in [x for x in _oat_records() if x["status"] == "ok"][:6]:
+        res = r["result"]
+        enc = r["input_bits"] * r["weight_bits"] * 8
+        stats = types.SimpleNamespace(
+            variables={"ENCODED_INPUT_BITS": r["input_bits"], "ENCODED_WEIGHT_BITS": r["weight_bits"],
+                       "ENCODED_OUTPUT_BITS": 8},
+            per_component_energy={**res["energy_breakdown_J"], "dummy_top": 0.0},
+            per_component_area={**res["area_breakdown_m2"], "virtual_bitwise_mac": 0.0},
+            cycles=res["cycles"], cycle_seconds=r["hw"]["base_latency_s"] / r["hw"]["voltage"],
+            computes=res["computes"] * enc, percent_utilization=res["utilization_percent"],
+            mapping="m")
+        out = cl_backend.parse_output(stats, r)
+        for f in ("energy_J", "latency_s", "cycle_seconds", "area_m2_total", "area_m2_per_macro",
+                  "area_m2_macros", "area_m2_tile_buffers", "area_m2_chip_level", "computes",
+                  "tops_per_w"):
+            assert out[f] == pytest.approx(res[f], rel=1e-9), f
+        assert out["n_macros"] == res["n_macros"] and out["cycles"] == res["cycles"]
+        assert out["derived"] == res["derived"]
+
+
+def test_backend_import_is_lazy_and_error_says_what_to_do(tmp_path, monkeypatch):
+    code = ("import sys, cimnas_jax.cimloop; "
+            "assert not any(m.startswith(('pytimeloop','timeloopfe','accelergy')) for m in sys.modules);"
+            "print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert out.stdout.strip() == "ok", out.stderr
+    monkeypatch.delenv("CIMLOOP_MODELS_DIR", raising=False)
+    with pytest.raises(cl_backend.CimloopUnavailable, match="CIMLOOP_MODELS_DIR"):
+        cl_backend.CimloopBackend()
+    with pytest.raises(cl_backend.CimloopUnavailable, match="top.yaml.jinja2"):
+        cl_backend.CimloopBackend(models_dir=str(tmp_path))
+    ok, why = cl_backend.cimloop_available(str(tmp_path))
+    assert not ok and "top.yaml.jinja2" in why
+
+
+def test_get_backend_cimloop_without_cimloop_is_a_clear_error(monkeypatch):
+    hw = pytest.importorskip("cimnas_jax.hw", reason="cimnas_jax.hw not importable")
+    if not hasattr(hw, "get_backend"):
+        pytest.skip("cimnas_jax.hw.get_backend not present yet")
+    if cl_backend.cimloop_available()[0]:
+        pytest.skip("CiMLoop is installed here")
+    monkeypatch.delenv("CIMLOOP_MODELS_DIR", raising=False)
+    with pytest.raises(Exception, match="CIMLOOP_MODELS_DIR"):
+        hw.get_backend("cimloop")
