@@ -1,0 +1,105 @@
+"""Fitness functions: pure JAX ``genomes int32[P, G] -> metrics dict`` (see objectives.py).
+
+* ``hardware_fitness(space, accuracy_fn)``: the analytic CIM hardware model
+  (``cimnas_jax.hw.evaluate_designs``) plus an accuracy source.
+* accuracy sources (``genomes -> float32[P]``): ``constant_accuracy_hardware_only`` -- a
+  constant, ONLY meaningful for hardware-only searches (it makes every design equally
+  accurate; EDAP/accuracy then ranks like EDAP); Flax surrogates plug in the same way.
+* ``linear_fitness`` and ``mlp_fitness``: synthetic, deterministic fitnesses for measuring the
+  engine (a linear function of the genome; a 3 x 400 ReLU MLP whose first layer is a one-hot
+  matmul over all gene choices, chunked over the population, so no [P, G, width]
+  intermediate is ever built).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+AccuracyFn = Callable[[jax.Array], jax.Array]
+
+
+def constant_accuracy_hardware_only(value: float = 1.0) -> AccuracyFn:
+    """Accuracy = ``value`` for every design. For hardware-only searches; not a predictor."""
+    if not 0 < value <= 1:
+        raise ValueError(f"constant accuracy must be in (0, 1], got {value}")
+
+    def acc(genomes):
+        return jnp.full((genomes.shape[0],), value, jnp.float32)
+
+    acc.__name__ = f"constant_accuracy_hardware_only({value})"
+    return acc
+
+
+def _complete(m, n):
+    one = jnp.ones((n,), jnp.float32)
+    out = {"energy_j": one, "latency_s": one, "area_mm2": one, "accuracy": one,
+           "valid": jnp.ones((n,), bool), "cells_needed": jnp.zeros((n,), jnp.float32),
+           "cells_available": one}
+    out.update(m)
+    return out
+
+
+def hardware_fitness(space, accuracy_fn: AccuracyFn):
+    """Analytic hardware model + accuracy source -> metrics (energy_j, latency_s, ...)."""
+    from cimnas_jax.hw import evaluate_designs  # owned by the hardware package
+
+    def fitness(genomes):
+        r = evaluate_designs(space, genomes)
+        return {"energy_j": r.energy_j, "latency_s": r.latency_s, "area_mm2": r.area_mm2,
+                "accuracy": jnp.asarray(accuracy_fn(genomes), jnp.float32),
+                "valid": r.valid, "cells_needed": r.cells_needed,
+                "cells_available": r.cells_available}
+
+    return fitness
+
+
+def linear_fitness(space, seed: int = 0):
+    """Cheap synthetic fitness: energy_j = 1 + w . (genome / n_choices), w >= 0 fixed."""
+    w = np.random.default_rng(seed).uniform(0.1, 1.0, space.n_genes).astype(np.float32)
+    w = jnp.asarray(w / np.asarray(space.n_choices, np.float32))
+
+    def fitness(genomes):
+        e = 1.0 + genomes.astype(jnp.float32) @ w
+        return _complete({"energy_j": e}, genomes.shape[0])
+
+    return fitness
+
+
+def mlp_fitness(space, width: int = 400, depth: int = 3, seed: int = 0, chunk: int = 16384):
+    """3 x 400 ReLU MLP over the one-hot genome (like APQ's accuracy predictor), random
+    fixed weights; output -> energy_j = softplus(out) + 1e-3.
+
+    First layer: one-hot [chunk, sum(n_choices)] @ W1 (a matmul; never [P, G, width]).
+    Populations larger than ``chunk`` are processed in chunks with ``lax.map``.
+    """
+    nc = np.asarray(space.n_choices, np.int64)
+    offsets = jnp.asarray(np.concatenate([[0], np.cumsum(nc)[:-1]]), jnp.int32)
+    n_in = int(nc.sum())
+    rng = np.random.default_rng(seed)
+    dims = [n_in] + [width] * depth + [1]
+    Ws = [jnp.asarray(rng.normal(size=(a, b)) / np.sqrt(a), jnp.float32)
+          for a, b in zip(dims[:-1], dims[1:])]
+
+    def net(g):
+        idx = g + offsets[None, :]
+        onehot = jnp.zeros((g.shape[0], n_in), jnp.float32).at[
+            jnp.arange(g.shape[0])[:, None], idx].set(1.0)
+        h = onehot
+        for W in Ws[:-1]:
+            h = jax.nn.relu(h @ W)
+        return (h @ Ws[-1])[:, 0]
+
+    def fitness(genomes):
+        p = genomes.shape[0]
+        if p <= chunk:
+            out = net(genomes)
+        else:
+            pad = (-p) % chunk
+            g = jnp.pad(genomes, ((0, pad), (0, 0))).reshape(-1, chunk, genomes.shape[1])
+            out = jax.lax.map(net, g).reshape(-1)[:p]
+        return _complete({"energy_j": jax.nn.softplus(out) + 1e-3}, p)
+
+    return fitness

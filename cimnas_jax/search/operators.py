@@ -1,0 +1,129 @@
+"""Categorical variation and selection operators shared by the GA and NSGA-II.
+
+All randomness for one generation comes from ONE ``jax.random.bits`` call of shape
+``[n_offspring, n_genes + N_EXTRA]`` uint32; every decision takes its own bit field of
+those words (see ``make_offspring``), which keeps RNG cost at ~0.2 ms per 1 000 x 141
+genes with the "rbg" key implementation on CPU.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+N_EXTRA = 6  # extra uint32 words per offspring: 4 tournament draws, crossover coin, group mask
+
+CROSSOVERS = ("uniform", "group", "none")
+
+
+def bernoulli_threshold15(p):
+    """Probability -> threshold on a 15-bit field (resolution 1/32768)."""
+    return jnp.clip(jnp.round(jnp.asarray(p, jnp.float32) * 32768.0), 0, 32768).astype(jnp.uint32)
+
+
+def tournament_from_bits(u0, u1, mu: int):
+    """Binary tournament on a population stored best-first: winner = smaller index.
+
+    ``u0, u1`` uint32 words; index = u % mu (modulo bias <= mu / 2**32, negligible).
+    Because populations are kept sorted by the survival order (feasibility first, then
+    rank / fitness, then crowding), "smaller index wins" is exactly the feasibility-first
+    (crowded-comparison) tournament without any comparison of fitness values.
+    """
+    a = (u0 % jnp.uint32(mu)).astype(jnp.int32)
+    b = (u1 % jnp.uint32(mu)).astype(jnp.int32)
+    return jnp.minimum(a, b)
+
+
+def mutate_from_bits(genes, words, n_choices, rate_threshold):
+    """Categorical mutation: with probability rate a gene moves to a DIFFERENT index.
+
+    genes int32[P,G]; words uint32[P,G]; bits 1..15 decide (rate_threshold / 32768),
+    bits 16..31 pick an offset 1..n-1 uniformly, new = (old + offset) mod n, so the result
+    is always inside [0, n_choices) and genes with one choice never change.
+    """
+    n = jnp.asarray(n_choices, jnp.uint32)[None, :]
+    r15 = (words >> 1) & jnp.uint32(0x7FFF)
+    do = r15 < rate_threshold
+    v16 = words >> 16
+    delta = jnp.uint32(1) + ((v16 * (n - jnp.uint32(1))) >> 16)   # in [1, n-1] (1 if n == 1)
+    s = genes.astype(jnp.uint32) + delta                            # < 2n: one conditional
+    new = jnp.where(s >= n, s - n, s).astype(jnp.int32)             # subtract, no modulo
+    return jnp.where(do, new, genes)
+
+
+def make_offspring(bits, population, n_choices, group_ids, crossover: str,
+                   crossover_prob, mutation_rate):
+    """Tournament -> crossover -> mutation, all from one uint32 draw ``bits[λ, G + N_EXTRA]``.
+
+    crossover: "uniform" (each gene from either parent, bit 0 of the gene word),
+    "group" (each gene group of ``group_ids`` from either parent, bits of one word), or
+    "none". One child per mating (parent A's genes where the mask is 0).
+    """
+    mu, g = population.shape
+    gw = bits[:, :g]
+    ex = bits[:, g:]
+    pa = tournament_from_bits(ex[:, 0], ex[:, 1], mu)
+    pb = tournament_from_bits(ex[:, 2], ex[:, 3], mu)
+    A = jnp.take(population, pa, axis=0, mode="clip")
+    B = jnp.take(population, pb, axis=0, mode="clip")
+    cx_thr = jnp.clip(jnp.round(jnp.asarray(crossover_prob, jnp.float32) * 65536.0), 0, 65536
+                      ).astype(jnp.uint32)
+    do_cx = (ex[:, 4] >> 16) < cx_thr
+    if crossover == "uniform":
+        take_b = (gw & jnp.uint32(1)).astype(bool)
+    elif crossover == "group":
+        gid = jnp.asarray(np.asarray(group_ids) % 32, jnp.uint32)[None, :]
+        take_b = ((ex[:, 5:6] >> gid) & jnp.uint32(1)).astype(bool)
+    elif crossover == "none":
+        take_b = jnp.zeros_like(A, dtype=bool)
+    else:
+        raise ValueError(f"crossover must be one of {CROSSOVERS}, got {crossover!r}")
+    child = jnp.where(do_cx[:, None] & take_b, B, A)
+    return mutate_from_bits(child, gw, n_choices, bernoulli_threshold15(mutation_rate))
+
+
+def sanitise(objectives, violation):
+    """NaN/inf/invalid -> infeasible with maximal violation (+inf) and objectives +inf."""
+    bad = ~jnp.isfinite(violation)
+    if objectives.ndim == 1:
+        bad = bad | ~jnp.isfinite(objectives)
+        obj = jnp.where(bad, jnp.inf, objectives)
+    else:
+        bad = bad | ~jnp.all(jnp.isfinite(objectives), axis=-1)
+        obj = jnp.where(bad[:, None], jnp.inf, objectives)
+    viol = jnp.where(bad, jnp.inf, jnp.maximum(violation, 0.0))
+    return obj.astype(jnp.float32), viol.astype(jnp.float32)
+
+
+def duplicate_mask(hashes):
+    """True for every entry whose canonical hash equals that of an EARLIER entry.
+
+    hashes uint32[N,2]. Callers put the copy they prefer first (offspring before the
+    unevaluated initial population; archive before new candidates). Entries are grouped by
+    the first hash word with ``lax.top_k`` over all N (stable: lower index first for ties,
+    and ~30x faster than ``lax.sort`` on XLA:CPU), then both words are compared with the
+    neighbour. A triple sharing the first word but not the second (probability ~N^3/2^64)
+    could hide one duplicate; no false duplicate is possible.
+    """
+    n = hashes.shape[0]
+    k0 = jax.lax.bitcast_convert_type(hashes[:, 0], jnp.int32)
+    _, order = jax.lax.top_k(k0, n)
+    hs = hashes[order]
+    same = (hs[1:, 0] == hs[:-1, 0]) & (hs[1:, 1] == hs[:-1, 1])
+    dup_sorted = jnp.concatenate([jnp.zeros((1,), bool), same])
+    return jnp.zeros((n,), bool).at[order].set(dup_sorted)
+
+
+def survival_key(fitness, violation, dup):
+    """One float32 key, larger = better, ordering (not dup, feasible-first, violation, fitness).
+
+    Feasible: -fitness. Infeasible: below every feasible key, decreasing in violation.
+    Duplicates and invalid (violation +inf): -inf. Lets survival use ``lax.top_k``.
+    """
+    feas = (violation == 0) & ~dup
+    fmax = jnp.max(jnp.where(feas, fitness, -jnp.inf))
+    fmax = jnp.where(jnp.isfinite(fmax), fmax, 0.0)
+    v = jnp.minimum(violation, 1e6)
+    infeas_key = -(fmax + (1.0 + jnp.abs(fmax)) * (1.0 + v))
+    key = jnp.where(feas, -fitness, infeas_key)
+    return jnp.where(dup | ~jnp.isfinite(violation), -jnp.inf, key)
