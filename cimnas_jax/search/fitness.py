@@ -44,13 +44,23 @@ def _complete(m, n):
 
 def hardware_fitness(space, accuracy_fn: AccuracyFn):
     """Analytic hardware model + accuracy source -> metrics (energy_j, latency_s, ...)."""
-    from cimnas_jax.hw import evaluate_designs  # owned by the hardware package
+    from cimnas_jax.hw import evaluate_designs, load_technology  # hardware package
+
+    # Load the technology tables eagerly: loading them first inside a jit trace would cache
+    # tracers in load_technology's lru_cache (UnexpectedTracerError on the next trace).
+    tech = load_technology(space.technology)
 
     def fitness(genomes):
-        r = evaluate_designs(space, genomes)
+        r = evaluate_designs(space, genomes, tech)
+        # "valid" = the model could evaluate every active layer and all metrics are finite.
+        # Capacity is NOT folded in here (HWResult.valid does fold it in) so that the
+        # capacity constraint gives a graded violation cells_needed / cells_available - 1
+        # and can be switched off with Constraints(capacity=False).
+        ok = (jnp.all(r.layer_ok, axis=-1) & jnp.isfinite(r.energy_j)
+              & jnp.isfinite(r.latency_s) & jnp.isfinite(r.area_mm2))
         return {"energy_j": r.energy_j, "latency_s": r.latency_s, "area_mm2": r.area_mm2,
                 "accuracy": jnp.asarray(accuracy_fn(genomes), jnp.float32),
-                "valid": r.valid, "cells_needed": r.cells_needed,
+                "valid": ok, "cells_needed": r.cells_needed,
                 "cells_available": r.cells_available}
 
     return fitness
