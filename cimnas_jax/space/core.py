@@ -122,6 +122,18 @@ class Space:
             table[i, : len(g.choices)] = g.choices
             table[i, len(g.choices):] = g.choices[-1]
         self.value_table = table
+        # Most genes are affine in their index (bits 4, 6, 8; kernels 3, 5, 7; channels in steps
+        # of 8): decode those with one multiply-add and gather only the few others, which keeps
+        # decoding a [100 000, 141] batch memory-bound rather than gather-bound on a CPU.
+        offset, slope, affine = np.zeros(self.n_genes, np.float32), np.zeros(self.n_genes, np.float32), []
+        for i, g in enumerate(self.genes):
+            c = np.asarray(g.choices, np.float64)
+            b = (c[-1] - c[0]) / max(len(c) - 1, 1)
+            ok = np.allclose(c, c[0] + b * np.arange(len(c)), rtol=0, atol=1e-9)
+            offset[i], slope[i] = c[0], b if ok else 0.0
+            affine.append(ok)
+        self._offset, self._slope = offset, slope
+        self._gathered = np.flatnonzero(~np.asarray(affine, bool))
         self._salt = np.uint32(zlib.crc32(name.encode()))
 
     def __repr__(self) -> str:
@@ -138,7 +150,12 @@ class Space:
     def values(self, genomes: jax.Array) -> jax.Array:
         """Physical value of every gene, float32 ``[P, G]`` (indices clipped into range)."""
         g = jnp.clip(jnp.asarray(genomes, jnp.int32), 0, jnp.asarray(self.n_choices - 1))
-        return jnp.asarray(self.value_table)[jnp.arange(self.n_genes), g]
+        v = jnp.asarray(self._offset) + jnp.asarray(self._slope) * g.astype(jnp.float32)
+        if len(self._gathered):
+            k = self._gathered
+            cols = [jnp.asarray(self.value_table[i])[g[..., i]] for i in k]
+            v = v.at[..., k].set(jnp.stack(cols, axis=-1))
+        return v
 
     def decode(self, genomes: jax.Array) -> dict[str, jax.Array]:
         """Physical values by gene name, each float32 ``[P]``."""
