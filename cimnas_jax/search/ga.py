@@ -98,13 +98,21 @@ class GA:
         fitness = jnp.reshape(fitness, (-1,))
         f, v = ops.sanitise(fitness, violation)
         xh = jnp.asarray(self.space.hash(x), jnp.uint32)
-        # offspring first: among equal designs the earlier copy is kept
         pool_x = jnp.concatenate([x, state.population])
         pool_f = jnp.concatenate([f, state.fitness])
         pool_v = jnp.concatenate([v, state.violation])
         pool_h = jnp.concatenate([xh, state.hashes])
         n = pool_f.shape[0]
-        dup = ops.duplicate_mask(pool_h) if self.dedup else jnp.zeros((n,), bool)
-        _, keep = jax.lax.top_k(ops.survival_key(pool_f, pool_v, dup), self.popsize)
+        # 1) order the pool best-first (one top_k over a single float key), 2) mark later
+        #    copies of a canonical design as duplicates (so the BEST copy is kept, even for
+        #    fitnesses that read no-effect genes), 3) take the best mu non-duplicates.
+        key0 = ops.survival_key(pool_f, pool_v, jnp.zeros((n,), bool))
+        _, order = jax.lax.top_k(key0, n)
+        if self.dedup:
+            dup_sorted = ops.duplicate_mask(pool_h[order])
+            _, pos = jax.lax.top_k(jnp.where(dup_sorted, -jnp.inf, key0[order]), self.popsize)
+            keep = order[pos]
+        else:
+            keep = order[: self.popsize]
         return GAState(population=pool_x[keep], fitness=pool_f[keep], violation=pool_v[keep],
                        hashes=pool_h[keep], generation=state.generation + 1)

@@ -93,7 +93,11 @@ class NSGA2:
         pool_v = jnp.concatenate([v, state.violation])
         pool_h = jnp.concatenate([xh, state.hashes])
         n = pool_v.shape[0]
-        dup = ops.duplicate_mask(pool_h) if self.dedup else jnp.zeros((n,), bool)
+        if self.dedup:   # keep the best copy: feasible first, then first objective
+            _, pre = jax.lax.top_k(ops.survival_key(pool_F[:, 0], pool_v, jnp.zeros((n,), bool)), n)
+            dup = jnp.zeros((n,), bool).at[pre].set(ops.duplicate_mask(pool_h[pre]))
+        else:
+            dup = jnp.zeros((n,), bool)
         feasible = (pool_v == 0) & ~dup
         rank = pareto.nondominated_rank(pool_F, feasible, stop_at=self.popsize)
         crowd = pareto.crowding_distance(pool_F, rank)

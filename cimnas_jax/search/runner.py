@@ -93,6 +93,8 @@ class Search:
                          hv_ref=jnp.full((self.objective.n_objectives,), jnp.inf, jnp.float32))
         if self.mesh is not None:
             st = jax.device_put(st, self._sharding_tree(st))
+        else:  # committed, like restored arrays, so a resumed run reuses the compiled chunk
+            st = jax.device_put(st, jax.local_devices()[0])
         return st
 
     def step(self, state: SearchState):

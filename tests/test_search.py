@@ -1,0 +1,245 @@
+"""Search engine: operators, survival, NSGA-II sorting/hypervolume vs pymoo, exact resume."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cimnas_jax.space import get_space
+from cimnas_jax.search import (GA, NSGA2, Constraints, Objective, Search, crowding_distance,
+                               hv2d, hv_exact, hv_mc, linear_fitness, nondominated_rank)
+from cimnas_jax.search import operators as ops
+from cimnas_jax.search.pareto import UNRANKED
+
+SP = get_space("mbv2_rram")
+NO_CONS = Constraints(capacity=False, area_limit_mm2=None)
+
+
+def _tree_equal(a, b):
+    la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+    return len(la) == len(lb) and all(np.array_equal(np.asarray(x), np.asarray(y))
+                                      for x, y in zip(la, lb))
+
+
+# ----------------------------------------------------------------------------- operators
+def test_mutation_stays_in_range_and_changes_genes():
+    nc = SP.n_choices
+    g = SP.sample(jax.random.key(0), 4000)
+    words = jax.random.bits(jax.random.key(1, impl="rbg"), g.shape, jnp.uint32)
+    always = ops.mutate_from_bits(g, words, nc, ops.bernoulli_threshold15(1.0))
+    assert bool(jnp.all(SP.in_range(always)))
+    changed = np.asarray(always != g)
+    # with rate 1 every gene with >1 choice moves to a different index, 1-choice genes stay
+    assert changed[:, nc > 1].all() and not changed[:, nc == 1].any()
+    # every allowed value is reachable for the widest gene (49 choices)
+    j = int(np.argmax(nc))
+    assert len(np.unique(np.asarray(always[:, j]))) == nc[j]
+    # the rate is respected (mean changes per gene ~ rate)
+    some = ops.mutate_from_bits(g, words, nc, ops.bernoulli_threshold15(0.05))
+    frac = float(jnp.mean((some != g)[:, nc > 1]))
+    assert 0.04 < frac < 0.06, frac
+    assert bool(jnp.all(SP.in_range(some)))
+
+
+@pytest.mark.parametrize("crossover", ["uniform", "group"])
+def test_offspring_in_range_and_genes_from_parents(crossover):
+    pop = SP.sample(jax.random.key(2), 64)
+    bits = jax.random.bits(jax.random.key(3), (500, SP.n_genes + ops.N_EXTRA), jnp.uint32)
+    child = ops.make_offspring(bits, pop, SP.n_choices, SP.group_ids, crossover, 1.0, 0.0)
+    assert bool(jnp.all(SP.in_range(child)))
+    # without mutation every gene equals that gene of some population member
+    popn, ch = np.asarray(pop), np.asarray(child)
+    for c in ch[:50]:
+        assert all(c[j] in popn[:, j] for j in range(SP.n_genes))
+    if crossover == "group":
+        # a group is inherited whole from one parent: some parent matches the child on it
+        gid = SP.group_ids
+        for c in ch[:20]:
+            for grp in np.unique(gid):
+                m = gid == grp
+                assert (popn[:, m] == c[m]).all(axis=1).any()
+
+
+def test_tournament_prefers_better_ranked():
+    u = jax.random.bits(jax.random.key(4), (2, 100000), jnp.uint32)
+    w = np.asarray(ops.tournament_from_bits(u[0], u[1], 10))
+    counts = np.bincount(w, minlength=10) / len(w)
+    # P(winner = i) = (2 (10 - i) - 1) / 100 for min of two uniform draws
+    expect = (2 * (10 - np.arange(10)) - 1) / 100
+    np.testing.assert_allclose(counts, expect, atol=0.01)
+
+
+def test_duplicate_mask_keeps_first_copy():
+    g = SP.sample(jax.random.key(5), 50)
+    pool = jnp.concatenate([g, g[:10], g[5:15]])
+    dup = np.asarray(ops.duplicate_mask(SP.hash(pool)))
+    assert not dup[:50].any()
+    assert dup[50:].all()
+
+
+# ----------------------------------------------------------------------------- survival
+def _bad_fitness(genomes):
+    """Linear fitness where designs with gene0 == 0 claim a spectacular objective but are
+    invalid, gene0 == 1 give NaN energy, gene0 == 2 break capacity and area."""
+    m = linear_fitness(SP)(genomes)
+    g0 = genomes[:, 0]
+    e = jnp.where(g0 == 0, 1e-30, m["energy_j"])
+    e = jnp.where(g0 == 1, jnp.nan, e)
+    m["energy_j"] = e
+    m["valid"] = g0 != 0
+    m["cells_needed"] = jnp.where(g0 == 2, 10.0, 0.5)
+    m["area_mm2"] = jnp.where(g0 == 2, 1e-9, 100.0)   # tiny area = great EDAP ...
+    m["cells_available"] = jnp.ones_like(e)
+    return m
+
+
+@pytest.mark.parametrize("algo_name", ["ga", "nsga2"])
+def test_infeasible_and_nan_never_win(algo_name):
+    cons = Constraints(capacity=True, area_limit_mm2=800.0)
+    if algo_name == "ga":
+        algo, obj = GA(SP, 64), Objective.single("edap", cons)
+    else:
+        algo, obj = NSGA2(SP, 64, 2, archive_size=32), Objective.multi("energy,area", cons)
+    s = Search(algo, _bad_fitness, obj)
+    st, hist = s.run(0, 8, chunk=4, log=None)
+    a = st.algo
+    g0 = np.asarray(a.population[:, 0])
+    viol = np.asarray(a.violation)
+    feasible = viol == 0
+    assert feasible.sum() > 10
+    # feasible ones come first and none of them is a bad design
+    first_bad = np.argmax(~feasible) if (~feasible).any() else len(feasible)
+    assert feasible[:first_bad].all() and not feasible[first_bad:].any()
+    assert not np.isin(g0[feasible], [0, 1, 2]).any()
+    assert np.all(np.isfinite(np.asarray(a.fitness if algo_name == "ga" else a.objectives)[feasible]))
+    if algo_name == "ga":
+        assert g0[0] not in (0, 1, 2) and np.isfinite(hist[-1]["best"][0])
+    else:
+        arch = a.archive
+        ag0 = np.asarray(arch.genomes[:, 0])[np.asarray(arch.filled)]
+        assert len(ag0) > 0 and not np.isin(ag0, [0, 1, 2]).any()
+
+
+def test_objective_sanitises_and_violation():
+    m = {"energy_j": jnp.array([1.0, jnp.nan, 1.0, 1.0, 1.0]),
+         "latency_s": jnp.array([1.0, 1.0, jnp.inf, 1.0, 1.0]),
+         "area_mm2": jnp.array([100.0, 1.0, 1.0, 1600.0, 100.0]),
+         "accuracy": jnp.array([0.5, 0.5, 0.5, 0.5, 0.25]),
+         "valid": jnp.array([True, True, True, True, True]),
+         "cells_needed": jnp.array([1.0, 1.0, 1.0, 1.0, 3.0]),
+         "cells_available": jnp.array([2.0, 2.0, 2.0, 2.0, 2.0])}
+    obj = Objective.single("edap_per_accuracy", Constraints(True, 800.0, 0.5))
+    F, v = obj(m)
+    F, v = np.asarray(F[:, 0]), np.asarray(v)
+    np.testing.assert_allclose(F[0], 100.0 / 0.5, rtol=1e-5)
+    assert np.isinf(F[1]) and np.isinf(v[1]) and np.isinf(F[2]) and np.isinf(v[2])
+    np.testing.assert_allclose(v[3], 1.0, rtol=1e-6)                 # area 2x the limit
+    np.testing.assert_allclose(v[4], 0.5 + 0.5, rtol=1e-6)           # capacity + accuracy
+    ws = Objective.single("weighted_sum", coefficients={"energy": 2.0, "area": 1.0},
+                          bounds={"energy": (0.0, 2.0), "area": (0.0, 200.0)})
+    np.testing.assert_allclose(np.asarray(ws.values(m))[0, 0], 2 * 0.5 + 0.5, rtol=1e-6)
+    pr = Objective.single("priority", coefficients={"energy": 1.0, "area": 2.0},
+                          bounds={"energy": (0.0, 2.0), "area": (0.0, 200.0)})
+    np.testing.assert_allclose(np.asarray(pr.values(m))[0, 0], (0.5 + 1e-3) * (0.5 + 1e-3) ** 2,
+                               rtol=1e-5)
+    with pytest.raises(ValueError, match="allowed"):
+        Objective.single("energy*speed")
+    with pytest.raises(ValueError, match="2-4 distinct"):
+        Objective.multi("energy,energy")
+
+
+# ----------------------------------------------------------------------------- pymoo agreement
+def test_nondominated_sort_matches_pymoo():
+    from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
+    rng = np.random.default_rng(0)
+    for m in (2, 3, 4):
+        F = np.round(rng.random((300, m)) * 20) / 20   # many ties and duplicates
+        fronts = NonDominatedSorting().do(F)
+        expect = np.empty(len(F), int)
+        for i, fr in enumerate(fronts):
+            expect[fr] = i
+        got = np.asarray(nondominated_rank(jnp.asarray(F, jnp.float32), jnp.ones(len(F), bool)))
+        np.testing.assert_array_equal(got, expect)
+    # inactive rows are not ranked and do not dominate anybody
+    active = np.arange(300) % 3 != 0
+    got = np.asarray(nondominated_rank(jnp.asarray(F, jnp.float32), jnp.asarray(active)))
+    fronts = NonDominatedSorting().do(F[active])
+    sub = np.empty(active.sum(), int)
+    for i, fr in enumerate(fronts):
+        sub[fr] = i
+    np.testing.assert_array_equal(got[active], sub)
+    assert (got[~active] == int(UNRANKED)).all()
+
+
+def test_crowding_distance_matches_pymoo():
+    from pymoo.operators.survival.rank_and_crowding.metrics import calc_crowding_distance
+    rng = np.random.default_rng(1)
+    F = rng.random((40, 3))
+    rank = np.asarray(nondominated_rank(jnp.asarray(F, jnp.float32), jnp.ones(40, bool)))
+    cd = np.asarray(crowding_distance(jnp.asarray(F, jnp.float32), jnp.asarray(rank)))
+    for r in np.unique(rank):
+        idx = np.where(rank == r)[0]
+        expect = calc_crowding_distance(F[idx]) * F.shape[1]   # pymoo averages over objectives
+        fin = np.isfinite(expect)
+        np.testing.assert_array_equal(np.isinf(cd[idx]), ~fin)
+        np.testing.assert_allclose(cd[idx][fin], expect[fin], rtol=1e-4, atol=1e-6)
+
+
+def test_hypervolume_matches_pymoo():
+    from pymoo.indicators.hv import HV
+    rng = np.random.default_rng(2)
+    for m, n in ((2, 200), (3, 60), (4, 30)):
+        F = rng.random((n, m)) * 0.9
+        ref = np.ones(m)
+        expect = HV(ref_point=ref)(F)
+        np.testing.assert_allclose(hv_exact(F, ref), expect, rtol=1e-9)
+        if m == 2:
+            np.testing.assert_allclose(float(hv2d(jnp.asarray(F, jnp.float32), ref)), expect,
+                                       rtol=1e-5)
+        else:  # Monte-Carlo, 2**16 samples with a fixed key: deterministic, within ~1 %
+            a = float(hv_mc(jnp.asarray(F, jnp.float32), ref))
+            assert a == float(hv_mc(jnp.asarray(F, jnp.float32), ref))
+            np.testing.assert_allclose(a, expect, rtol=0.02)
+
+
+# ----------------------------------------------------------------------------- runner
+@pytest.mark.parametrize("algo_name", ["ga", "nsga2"])
+def test_resume_equals_uninterrupted_bitwise(tmp_path, algo_name):
+    def make():
+        if algo_name == "ga":
+            return Search(GA(SP, 40), linear_fitness(SP), Objective.single("energy", NO_CONS))
+
+        def fit(g):
+            m = linear_fitness(SP)(g)
+            m["area_mm2"] = 40.0 - m["energy_j"] + 0.1 * g[:, 3]
+            return m
+        return Search(NSGA2(SP, 40, 2, archive_size=16), fit,
+                      Objective.multi("energy,area", NO_CONS))
+
+    s = make()
+    full, hist_full = s.run(3, 7, chunk=2, checkpoint_dir=str(tmp_path / "a"), log=None)
+    # "killed" after two chunks (4 generations, checkpoint written), then resumed from disk
+    s.run(3, 7, chunk=2, checkpoint_dir=str(tmp_path / "b"), log=None, max_chunks=2)
+    resumed, hist_res = s.run(3, 7, chunk=2, checkpoint_dir=str(tmp_path / "b"),
+                              resume=True, log=None)
+    assert int(resumed.algo.generation) == 7
+    assert _tree_equal(full, resumed)
+    assert hist_full == hist_res
+    # a checkpoint of a different configuration is refused, naming the field
+    with pytest.raises(ValueError, match="seed"):
+        make().run(4, 9, chunk=2, checkpoint_dir=str(tmp_path / "b"), resume=True, log=None)
+    # an existing checkpoint without --resume is refused
+    with pytest.raises(ValueError, match="resume"):
+        make().run(3, 9, chunk=2, checkpoint_dir=str(tmp_path / "b"), log=None)
+
+
+def test_ga_finds_linear_optimum_and_population_unique():
+    s = Search(GA(SP, 100), linear_fitness(SP), Objective.single("energy", NO_CONS))
+    st, hist = s.run(0, 150, chunk=50, log=None)
+    best = [h["best"][0] for h in hist]
+    assert all(b2 <= b1 for b1, b2 in zip(best, best[1:]))       # elitist
+    # optimum of 1 + w.(g/nc) with w > 0 is all-zero genome -> 1.0
+    assert best[-1] < best[0] and best[-1] < 1.0 + 0.25 * (best[0] - 1.0)
+    h = np.asarray(SP.hash(st.algo.population))
+    assert len({tuple(x) for x in h}) == len(h)                  # no duplicate designs
