@@ -63,6 +63,8 @@ flags.DEFINE_integer("top", 20, "ga: best unique designs written to the results"
 flags.DEFINE_string("checkpoint_dir", "", "orbax checkpoints after every chunk ('' = none)")
 flags.DEFINE_string("output_dir", "", "results.json, results.csv, PNG (required)")
 flags.DEFINE_bool("resume", False, "continue from the latest checkpoint in --checkpoint_dir")
+flags.DEFINE_float("sleep_per_chunk_s", 0.0, "testing only: pause after each chunk's "
+                   "checkpoint (lets a kill-and-resume test kill the run mid-way)")
 
 
 class FlagError(ValueError):
@@ -204,7 +206,7 @@ def main(argv):
     t0 = time.perf_counter()
     state, history = search.run(v["seed"], v["generations"], v["chunk"],
                                 checkpoint_dir=v["checkpoint_dir"] or None, resume=v["resume"],
-                                log=lambda s: print(s, flush=True))
+                                log=_logger(FLAGS.sleep_per_chunk_s))
     wall = time.perf_counter() - t0
 
     # ---- final designs: GA -> best unique feasible population members; NSGA2 -> archive
@@ -271,6 +273,14 @@ def main(argv):
         print("no feasible design found")
     print(f"wrote {v['output_dir']}/results.json, results.csv, {os.path.basename(png)} "
           f"({wall:.1f} s)")
+
+
+def _logger(sleep_s: float):
+    def log(line: str):
+        print(line, flush=True)
+        if sleep_s > 0:
+            time.sleep(sleep_s)
+    return log
 
 
 def _plot(algorithm, history, rows, objective, outdir):
