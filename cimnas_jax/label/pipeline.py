@@ -29,14 +29,26 @@ def _host(tree_obj, fields) -> dict:
     return {f: np.asarray(getattr(tree_obj, f)) for f in fields}
 
 
+@functools.lru_cache(maxsize=8)
+def _jitted_tables(sp):
+    import jax
+    return jax.jit(lambda g: (sp.workloads(g), sp.hardware(g)))
+
+
+def _pad_rows(genomes, multiple: int = 16):
+    """Pad the batch to a multiple of ``multiple`` rows so jitted shapes repeat."""
+    n = genomes.shape[0]
+    pad = (-n) % multiple
+    return np.concatenate([genomes, np.repeat(genomes[-1:], pad, axis=0)]) if pad else genomes
+
+
 def design_layer_records(sp, genomes) -> list[list[dict]]:
     """Reference-format records of each design's active layers, in network order."""
     genomes = np.asarray(genomes, dtype=np.int32)
-    lt = sp.workloads(genomes)
-    hwp = sp.hardware(genomes)
+    lt, hwp = _jitted_tables(sp)(_pad_rows(genomes))
     lay = _host(lt, LAYER_TABLE_FIELDS)
     active = np.asarray(lt.active)
-    hw = {k: np.broadcast_to(v, (genomes.shape[0],)) for k, v in _host(hwp, HW_PARAM_FIELDS).items()}
+    hw = {k: np.broadcast_to(v, (active.shape[0],)) for k, v in _host(hwp, HW_PARAM_FIELDS).items()}
     out = []
     for p in range(genomes.shape[0]):
         hw_p = {k: float(v[p]) for k, v in hw.items()}
@@ -102,8 +114,9 @@ def _fit_fields(need, avail, p) -> dict:
 @functools.lru_cache(maxsize=8)
 def _jitted_analytic(sp):
     import jax
-    from cimnas_jax.hw import evaluate_designs
-    return jax.jit(lambda g: evaluate_designs(sp, g))
+    from cimnas_jax.hw import evaluate_designs, load_technology
+    tech = load_technology(sp.technology)  # load outside the trace (its arrays are cached)
+    return jax.jit(lambda g: evaluate_designs(sp, g, tech))
 
 
 def label_batch_analytic(sp, genomes, indices, hashes, key_config: CimloopConfig) -> list[dict]:
@@ -159,6 +172,10 @@ def label_batch_records(sp, genomes, indices, hashes, backend) -> list[dict]:
     records = design_layer_records(sp, genomes)
     flat = [r for recs in records for r in recs]
     evaluated = backend.evaluate_records(flat)
+    key_config = getattr(backend, "config", None) or CimloopConfig()
+    for r in evaluated:  # backends without a cache (analytic) get the canonical layer key
+        if not r.get("cache_key"):
+            r["cache_key"] = cache_key(r, key_config)
     need, avail = _capacity(sp, genomes)
     out, pos = [], 0
     for p, recs in enumerate(records):

@@ -20,21 +20,21 @@ def hardware_gene_mask(sp) -> np.ndarray:
 
 def sample_uniform(sp, n: int, seed: int) -> np.ndarray:
     """int32[n, G] uniform over every gene's choices (``sp.sample``)."""
-    return np.asarray(sp.sample(jax.random.PRNGKey(seed), n), dtype=np.int32)
+    return np.array(sp.sample(jax.random.PRNGKey(seed), n), dtype=np.int32)  # writable copy
 
 
 def sample_lhs(sp, n: int, seed: int) -> np.ndarray:
     """Uniform genomes whose hardware genes are a Latin hypercube.
 
-    For each hardware gene with k choices, the n samples fall one per stratum of
-    [0, 1) (strata randomly paired across genes) and map to choice floor(u·k), so every
-    choice appears n/k times (±1).
+    For each hardware gene with k choices, the n samples take the midpoints of n equal
+    strata of [0, 1) (strata randomly paired across genes) and map to choice floor(u·k),
+    so choice counts differ by at most one.
     """
     g = sample_uniform(sp, n, seed)
     rng = np.random.default_rng(seed + 1)
     n_choices = np.asarray(sp.n_choices)
     for j in np.flatnonzero(hardware_gene_mask(sp)):
-        u = (rng.permutation(n) + rng.random(n)) / n
+        u = (rng.permutation(n) + 0.5) / n
         g[:, j] = np.minimum((u * n_choices[j]).astype(np.int32), n_choices[j] - 1)
     return g
 
