@@ -55,6 +55,23 @@ def _git_commit() -> str:
         return ""
 
 
+def _model_fingerprint(backend: str, key_config) -> str:
+    """sha256 of what determines the labels: the analytic model's source and technology
+    files, or the CiMLoop configuration + versions. A resume across a change is refused."""
+    h = hashlib.sha256()
+    if backend == "analytic":
+        import cimnas_jax.hw as hw_pkg
+        root = os.path.dirname(os.path.abspath(hw_pkg.__file__))
+        for dirpath, _, files in sorted(os.walk(root)):
+            for name in sorted(files):
+                if name.endswith((".py", ".json")):
+                    with open(os.path.join(dirpath, name), "rb") as f:
+                        h.update(name.encode() + f.read())
+    else:
+        h.update(json.dumps(key_config.key_dict(), sort_keys=True).encode())
+    return h.hexdigest()
+
+
 def main(argv):
     del argv
     import jax
@@ -93,7 +110,8 @@ def main(argv):
 
     ident = {"space": FLAGS.space, "backend": FLAGS.backend, "sampler": FLAGS.sampler,
              "seed": FLAGS.seed, "n_designs": int(genomes.shape[0]),
-             "genomes_sha256": genomes_sha}
+             "genomes_sha256": genomes_sha,
+             "model_fingerprint": _model_fingerprint(FLAGS.backend, key_config)}
     old = store.read_manifest()
     if old is not None:
         diff = {k: (old.get(k), v) for k, v in ident.items() if old.get(k) != v}

@@ -44,12 +44,17 @@ def test_read_genomes_formats(sp, tmp_path):
     g = make_genomes(sp, "uniform", 5, 0)
     (tmp_path / "a.json").write_text(json.dumps({"genomes": g.tolist()}))
     (tmp_path / "b.json").write_text(json.dumps([{"genome": x, "f": 1} for x in g.tolist()]))
+    vals = {k: np.asarray(v) for k, v in sp.decode(g).items()}  # physical values per gene
     with open(tmp_path / "c.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(sp.gene_names)
-        w.writerows(g.tolist())
+        w.writerow(["rank"] + list(sp.gene_names))
+        w.writerows([[i] + [float(vals[n][i]) for n in sp.gene_names] for i in range(5)])
+    with open(tmp_path / "e.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["rank", "genome"])
+        w.writerows([[i, json.dumps(x)] for i, x in enumerate(g.tolist())])
     np.save(tmp_path / "d.npy", g)
-    for name in ("a.json", "b.json", "c.csv", "d.npy"):
+    for name in ("a.json", "b.json", "c.csv", "d.npy", "e.csv"):
         np.testing.assert_array_equal(read_genomes(sp, str(tmp_path / name)), g)
     bad = g.copy()
     bad[0, 0] = 99

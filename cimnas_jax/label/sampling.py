@@ -46,11 +46,11 @@ def _rows_to_genomes(sp, rows) -> np.ndarray:
         if isinstance(r, dict):
             if "genome" in r:
                 r = r["genome"]
-            elif all(n in r for n in names):
-                r = [r[n] for n in names]
+            elif all(n in r for n in names):  # physical values per gene (search CSV columns)
+                r = sp.encode({n: float(r[n]) for n in names}).tolist()
             else:
                 raise ValueError(f"genomes file row {i}: a dict needs a 'genome' list or one "
-                                 f"column per gene name ({names[0]}, ...)")
+                                 f"column of physical values per gene name ({names[0]}, ...)")
         out.append([int(float(x)) for x in r])
     g = np.asarray(out, dtype=np.int32)
     if g.ndim != 2 or g.shape[1] != sp.n_genes:
@@ -60,9 +60,10 @@ def _rows_to_genomes(sp, rows) -> np.ndarray:
 
 
 def read_genomes(sp, path: str) -> np.ndarray:
-    """int32[N, G] from .npy, .json (list of genomes, {"genomes": [...]}, list of records
-    with "genome", or per-gene dicts) or .csv (a ``genome`` column holding a JSON list,
-    or one column per gene name). Checked with ``sp.check``."""
+    """int32[N, G] from .npy, .json (list of genomes, {"genomes"|"designs": [...]}, records
+    with a "genome" index list, or per-gene physical values) or .csv (a ``genome`` column
+    holding a JSON index list, else one column of physical values per gene name, as
+    experiments/search.py writes). Checked with ``sp.check``."""
     if not os.path.exists(path):
         raise ValueError(f"--genomes_file {path!r} does not exist")
     ext = os.path.splitext(path)[1].lower()
