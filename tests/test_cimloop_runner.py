@@ -93,14 +93,22 @@ def test_failure_timeout_and_dead_worker_are_recorded(tmp_path):
         assert "died" in errs["die"]
         assert st["n_failed"] == 3
         assert all(o["result"] is None for o in out if o["status"] != "ok")
-        # failures are cached with their error ...
-        out2, st2 = run_records(recs, toy_evaluate, key, cache=cache, workers=2, timeout_s=3)
+        # failures are cached with their error (a dead worker is not a property of the layer)
+        assert cache.stats() == {"ok": 2, "error": 1, "timeout": 1}
+        out2, st2 = run_records(recs[:3] + recs[4:], toy_evaluate, key, cache=cache, workers=2,
+                                timeout_s=3)
         assert st2["n_evaluated"] == 0
-        assert [o["status"] for o in out2] == [o["status"] for o in out]
+        assert [o["status"] for o in out2] == [o["status"] for o in out[:3] + out[4:]]
         # ... and evaluated again on request
         out3, st3 = run_records(recs[:2], toy_evaluate, key, cache=cache, workers=1,
                                 timeout_s=3, retry_failed=True)
         assert st3["n_evaluated"] == 1 and out3[1]["status"] == "error"
+
+
+def test_workers_that_cannot_run_abort_the_run():
+    recs = [rec("die", C=c) for c in range(1, 9)]
+    with pytest.raises(RuntimeError, match="died in a row"):
+        run_records(recs, toy_evaluate, key, workers=1, timeout_s=30)
 
 
 def test_failed_layer_makes_design_invalid_and_unrankable():

@@ -189,3 +189,41 @@ def test_kill_9_mid_run_then_rerun_gives_identical_labels(tmp_path):
     other = subprocess.run([sys.executable, str(LABEL), f"--out_dir={run_dir}", "--n=12",
                             "--seed=12", "--sampler=lhs"], cwd=REPO, capture_output=True, text=True)
     assert other.returncode != 0 and "another run" in other.stderr
+
+
+class _ToyCachedBackend:
+    """cimloop-style backend (generic runner + SQLite cache) over the toy evaluator."""
+    name = "toy"
+    config = CimloopConfig(version="toy")
+
+    def __init__(self, path):
+        from cimnas_jax.cimloop import ResultCache
+        self.cache = ResultCache(path)
+        self.last_stats = {}
+
+    def evaluate_records(self, records, progress=None):
+        from cimnas_jax.cimloop import run_records
+        from test_cimloop_runner import toy_evaluate
+        out, self.last_stats = run_records(records, toy_evaluate,
+                                           lambda r: cache_key(r, self.config), cache=self.cache,
+                                           workers=2, timeout_s=60, progress=progress)
+        return out
+
+
+def test_record_path_dedups_layers_across_designs(sp, tmp_path):
+    from cimnas_jax.label import label_batch_records
+    g = make_genomes(sp, "uniform", 2, 9)
+    g = np.concatenate([g, g[:1]])  # design 2 == design 0: all its layers are shared
+    be = _ToyCachedBackend(str(tmp_path / "c.sqlite"))
+    logs = []
+    d = label_batch_records(sp, g, [0, 1, 2], sp.hash_hex(g), be, log=logs.append)
+    recs = design_layer_records(sp, g)
+    uniq = {cache_key(r, be.config) for rs in recs for r in rs}
+    assert be.last_stats["n_unique"] == len(uniq) and be.last_stats["n_evaluated"] == len(uniq)
+    assert be.last_stats["n_records"] == sum(len(r) for r in recs)
+    assert d[0]["valid"] and d[0]["energy_j"] == d[2]["energy_j"] and d[0]["hash"] == d[2]["hash"]
+    assert all(l["cache_key"] for l in d[1]["layers"])
+    assert d[0]["tops_per_w_total"] != pytest.approx(d[0]["tops_per_w_mean_of_layers"])
+    assert any("layer evaluations" in m for m in logs)
+    d2 = label_batch_records(sp, g, [0, 1, 2], sp.hash_hex(g), be)  # all from the cache
+    assert be.last_stats["n_evaluated"] == 0 and d2 == d

@@ -5,8 +5,10 @@ The evaluate function is any picklable ``f(record: dict) -> dict`` (the CiMLoop 
 evaluation, an analytic evaluator, a test function). A job that raises is recorded as
 ``status="error"`` with its message; a job that runs past ``timeout_s`` has its worker
 killed and is recorded as ``status="timeout"``; a worker that dies is recorded as
-``error``. Failures are cached too (deterministic: "no valid mapping"), unless
-``retry_failed`` asks to evaluate them again.
+``error`` but not cached (an infrastructure fault, not a property of the layer).
+Other failures are cached too (deterministic: "no valid mapping"), unless
+``retry_failed`` asks to evaluate them again. Workers that keep dying without finishing
+any job abort the run with ``RuntimeError`` instead of failing every job.
 """
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ from multiprocessing.connection import wait
 from typing import Callable, Iterable, Mapping, Sequence
 
 from .cache import ResultCache
+
+DEAD_WORKER = "worker process died"
 
 
 def _worker_main(conn, evaluate_fn) -> None:
@@ -101,6 +105,7 @@ class WorkerPool:
         pending = list(jobs)[::-1]
         busy = {}  # conn -> (worker, job_id, start)
         idle = []
+        deaths_in_a_row = 0
         try:
             while pending or busy:
                 while pending and (idle or len(busy) + len(idle) < self.n):
@@ -119,11 +124,17 @@ class WorkerPool:
                     try:
                         msg = conn.recv()
                     except (EOFError, OSError):
-                        code = w[0].exitcode
                         self._retire(w, kill=True)
-                        yield (job_id, "error", None, f"worker process died (exit code {code})",
+                        code = w[0].exitcode
+                        deaths_in_a_row += 1
+                        if deaths_in_a_row >= max(3, 2 * self.n):
+                            raise RuntimeError(
+                                f"{deaths_in_a_row} worker processes died in a row (last exit "
+                                f"code {code}); the evaluate function cannot run in a worker")
+                        yield (job_id, "error", None, f"{DEAD_WORKER} (exit code {code})",
                                time.monotonic() - start)
                         continue
+                    deaths_in_a_row = 0
                     idle.append(w)
                     yield msg
                 if self.timeout_s is not None:
@@ -183,7 +194,7 @@ def run_records(
             outcomes[k] = {"status": status, "error": error, "result": result,
                            "eval_seconds": secs}
             eval_seconds += secs or 0.0
-            if cache is not None:
+            if cache is not None and not (error or "").startswith(DEAD_WORKER):
                 cache.put(k, status, first[k], backend_name, result=result, error=error,
                           eval_seconds=secs)
             if progress is not None:

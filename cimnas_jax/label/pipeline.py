@@ -9,6 +9,7 @@ Two paths write the same schema:
 from __future__ import annotations
 
 import functools
+import inspect
 import time
 from typing import Callable, Mapping, Sequence
 
@@ -166,12 +167,31 @@ def label_batch_analytic(sp, genomes, indices, hashes, key_config: CimloopConfig
 
 
 # --------------------------------------------------------------------------- record path
-def label_batch_records(sp, genomes, indices, hashes, backend) -> list[dict]:
+def _layer_progress(log: Callable[[str], None]):
+    """Progress callback for the job runner: layer evaluations done, rate, ETA."""
+    t0 = time.perf_counter()
+
+    def cb(done: int, total: int) -> None:
+        if done == total or done % max(1, total // 20) == 0:
+            el = time.perf_counter() - t0
+            rate = done / el if el > 0 else float("inf")
+            log(f"  layer evaluations {done}/{total}, {rate:.3f}/s, "
+                f"ETA {(total - done) / rate if rate > 0 else float('nan'):.0f} s")
+    return cb
+
+
+def label_batch_records(sp, genomes, indices, hashes, backend,
+                        log: Callable[[str], None] | None = None) -> list[dict]:
     """Any backend with ``evaluate_records`` (cimloop): one call for the whole chunk."""
     genomes = np.asarray(genomes, dtype=np.int32)
     records = design_layer_records(sp, genomes)
     flat = [r for recs in records for r in recs]
-    evaluated = backend.evaluate_records(flat)
+    if log is not None and "progress" in inspect.signature(backend.evaluate_records).parameters:
+        evaluated = backend.evaluate_records(flat, progress=_layer_progress(log))
+        if getattr(backend, "last_stats", None):
+            log(f"  chunk: {backend.last_stats}")
+    else:
+        evaluated = backend.evaluate_records(flat)
     key_config = getattr(backend, "config", None) or CimloopConfig()
     for r in evaluated:  # backends without a cache (analytic) get the canonical layer key
         if not r.get("cache_key"):
@@ -252,7 +272,7 @@ def run_labelling(sp, genomes, store: LabelStore, backend: str = "analytic",
             designs = label_batch_analytic(sp, gp, idx + [idx[-1]] * pad, hs + [hs[-1]] * pad,
                                            key_config)[:len(idx)]
         else:
-            designs = label_batch_records(sp, g, idx, hs, backend_obj)
+            designs = label_batch_records(sp, g, idx, hs, backend_obj, log=log)
         store.append(designs)
         written += len(idx)
         el = time.perf_counter() - t0
