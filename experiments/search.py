@@ -28,7 +28,7 @@ ALGORITHMS = ("ga", "nsga2")
 FITNESSES = ("analytic", "linear", "mlp")
 ACCURACIES = ("constant",)
 CROSSOVERS = ("uniform", "group", "none")
-RNG_IMPLS = ("rbg", "unsafe_rbg", "threefry2x32")
+RNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("space", "mbv2_rram", "search space (cimnas_jax.space registry)")
@@ -58,7 +58,7 @@ flags.DEFINE_float("crossover_prob", 0.9, "probability a mating uses crossover, 
 flags.DEFINE_float("mutation_rate", 0.0, "per-gene mutation probability in [0, 1] "
                    "(0 = 1.5 / number of genes)")
 flags.DEFINE_integer("archive_size", 256, "nsga2: Pareto archive capacity (>= 2)")
-flags.DEFINE_string("rng_impl", "rbg", f"PRNG implementation, one of {RNG_IMPLS}")
+flags.DEFINE_string("rng_impl", "threefry2x32", f"PRNG implementation, one of {RNG_IMPLS}")
 flags.DEFINE_integer("top", 20, "ga: best unique designs written to the results")
 flags.DEFINE_string("checkpoint_dir", "", "orbax checkpoints after every chunk ('' = none)")
 flags.DEFINE_string("output_dir", "", "results.json, results.csv, PNG (required)")

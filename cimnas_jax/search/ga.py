@@ -108,10 +108,11 @@ class GA:
         #    fitnesses that read no-effect genes), 3) take the best mu non-duplicates.
         key0 = ops.survival_key(pool_f, pool_v, jnp.zeros((n,), bool))
         _, order = jax.lax.top_k(key0, n)
-        if self.dedup:
-            dup_sorted = ops.duplicate_mask(pool_h[order])
-            _, pos = jax.lax.top_k(jnp.where(dup_sorted, -jnp.inf, key0[order]), self.popsize)
-            keep = order[pos]
+        if self.dedup:   # gathers only, no scatter: positions stay in hash order
+            horder, dup = ops.hash_order(pool_h[order])
+            both = order[horder]
+            _, pos = jax.lax.top_k(jnp.where(dup, -jnp.inf, key0[both]), self.popsize)
+            keep = both[pos]
         else:
             keep = order[: self.popsize]
         return GAState(population=pool_x[keep], fitness=pool_f[keep], violation=pool_v[keep],

@@ -95,23 +95,28 @@ def sanitise(objectives, violation):
     return obj.astype(jnp.float32), viol.astype(jnp.float32)
 
 
-def duplicate_mask(hashes):
-    """True for every entry whose canonical hash equals that of an EARLIER entry.
+def hash_order(hashes):
+    """Order grouping equal canonical hashes, earlier entries first within a group.
 
-    hashes uint32[N,2]. Callers put the copy they prefer first (offspring before the
-    unevaluated initial population; archive before new candidates). Entries are grouped by
-    the first hash word with ``lax.top_k`` over all N (stable: lower index first for ties,
-    and ~30x faster than ``lax.sort`` on XLA:CPU), then both words are compared with the
-    neighbour. A triple sharing the first word but not the second (probability ~N^3/2^64)
-    could hide one duplicate; no false duplicate is possible.
+    hashes uint32[N,2]. Returns (order int32[N], dup bool[N] in that order): ``dup`` is True
+    for every entry whose hash equals that of an EARLIER entry. Grouping uses ``lax.top_k``
+    over all N on the first hash word (stable: lower index first for ties, and ~30x faster
+    than ``lax.sort`` on XLA:CPU); both words are then compared with the neighbour. A triple
+    sharing the first word but not the second (probability ~N^3/2^64) could hide one
+    duplicate; a false duplicate is impossible.
     """
     n = hashes.shape[0]
     k0 = jax.lax.bitcast_convert_type(hashes[:, 0], jnp.int32)
     _, order = jax.lax.top_k(k0, n)
     hs = hashes[order]
     same = (hs[1:, 0] == hs[:-1, 0]) & (hs[1:, 1] == hs[:-1, 1])
-    dup_sorted = jnp.concatenate([jnp.zeros((1,), bool), same])
-    return jnp.zeros((n,), bool).at[order].set(dup_sorted)
+    return order, jnp.concatenate([jnp.zeros((1,), bool), same])
+
+
+def duplicate_mask(hashes):
+    """bool[N]: True where the canonical hash equals that of an earlier entry."""
+    order, dup_sorted = hash_order(hashes)
+    return jnp.zeros((hashes.shape[0],), bool).at[order].set(dup_sorted)
 
 
 def survival_key(fitness, violation, dup):

@@ -1,0 +1,192 @@
+"""Search engine benchmark: cimnas-jax GA vs pymoo's GA with CIMNAS's settings, and random search.
+
+  python benchmarks/bench_search.py                       # speed (linear + analytic) + quality
+  python benchmarks/bench_search.py --parts=speed --population=1000
+  python benchmarks/bench_search.py --mlp_fitness --population=100000 --parts=speed --skip_pymoo
+                                                          # GPU config: 3x400 MLP fitness
+
+Speed: candidates per second of the whole loop (selection, variation, duplicate elimination,
+fitness, survival) at --population, for (a) a cheap fitness (linear function of the genome)
+and (b) the analytic hardware model (cimnas_jax.hw) as fitness. pymoo's GA uses CIMNAS's
+settings: integer random sampling, binary tournament (feasibility first), SBX (prob .95,
+eta 3) and polynomial mutation (prob .95, eta 3) on the integer index vector as reals with
+rounding repair, duplicate elimination; the same jitted fitness is called once per
+generation on the whole population through a vectorised Problem (padded to a fixed size so
+it never recompiles). Ours: steady-state chunks of generations in lax.scan (compile time
+reported separately).
+Quality: best feasible EDAP (J*s*mm^2; capacity + 800 mm^2 area constraints) after the same
+number of evaluations (population 150 x 100 generations = 15 000, CIMNAS's budget), median
+over 5 seeds, for our GA, pymoo's GA and uniform random search.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+
+from absl import app, flags, logging
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("parts", ["speed", "quality"], "speed and/or quality")
+flags.DEFINE_string("space", "mbv2_rram", "search space")
+flags.DEFINE_integer("population", 1000, "population for the speed part")
+flags.DEFINE_integer("generations", 200, "our generations timed per speed measurement")
+flags.DEFINE_integer("chunk", 50, "our generations per lax.scan chunk")
+flags.DEFINE_integer("pymoo_generations", 6, "pymoo generations timed per speed measurement")
+flags.DEFINE_bool("mlp_fitness", False, "speed part: 3x400 MLP fitness instead of linear/analytic")
+flags.DEFINE_bool("skip_pymoo", False, "speed part: ours only (e.g. on a GPU without pymoo)")
+flags.DEFINE_integer("quality_population", 150, "quality part: population (CIMNAS: 150)")
+flags.DEFINE_integer("quality_generations", 100, "quality part: generations (CIMNAS: 100)")
+flags.DEFINE_integer("seeds", 5, "quality part: seeds (median reported)")
+flags.DEFINE_string("json_out", "", "optional: write all numbers to this JSON file")
+
+
+def _pymoo_ga(sp, fitness_fn, objective, pop, n_gen, seed):
+    """pymoo GA with CIMNAS's settings on the same jitted fitness. Returns (best, evals, s)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from pymoo.algorithms.soo.nonconvex.ga import GA as PymooGA
+    from pymoo.core.problem import Problem
+    from pymoo.operators.crossover.sbx import SBX
+    from pymoo.operators.mutation.pm import PM
+    from pymoo.operators.repair.rounding import RoundingRepair
+    from pymoo.operators.sampling.rnd import IntegerRandomSampling
+    from pymoo.optimize import minimize
+
+    ev = jax.jit(lambda g: objective(fitness_fn(g)))
+
+    class P(Problem):
+        def __init__(self):
+            super().__init__(n_var=sp.n_genes, n_obj=1, n_ieq_constr=1, xl=0,
+                             xu=np.asarray(sp.n_choices) - 1, vtype=int)
+
+        def _evaluate(self, X, out, *args, **kwargs):
+            n = len(X)
+            Xp = np.zeros((max(pop, n), sp.n_genes), np.int32)    # fixed shape: no recompiles
+            Xp[:n] = np.round(X).astype(np.int32)
+            F, v = ev(jnp.asarray(Xp))
+            F = np.asarray(F[:n, 0], np.float64)
+            v = np.asarray(v[:n], np.float64)
+            bad = ~np.isfinite(F) | ~np.isfinite(v)
+            out["F"] = np.where(bad, 1e30, F)[:, None]
+            out["G"] = np.where(bad, 1e30, v)[:, None]
+
+    algo = PymooGA(pop_size=pop, sampling=IntegerRandomSampling(),
+                   crossover=SBX(prob=0.95, eta=3, vtype=float, repair=RoundingRepair()),
+                   mutation=PM(prob=0.95, eta=3, vtype=float, repair=RoundingRepair()),
+                   eliminate_duplicates=True)
+    prob = P()
+    prob.evaluate(np.zeros((pop, sp.n_genes)))       # compile outside the timing
+    t0 = time.perf_counter()
+    res = minimize(prob, algo, ("n_gen", n_gen), seed=seed, verbose=False)
+    dt = time.perf_counter() - t0
+    best = float(res.F[0]) if res.F is not None and res.CV is not None and res.CV[0] <= 0 \
+        else float("inf")
+    return best, int(res.algorithm.evaluator.n_eval), dt
+
+
+def _ours(sp, fitness_fn, objective, pop, generations, chunk, seed, timed=True):
+    """Our GA. Returns (best, evals, steady seconds, compile+first chunk seconds)."""
+    import jax
+    from cimnas_jax.search import GA, Search
+    s = Search(GA(sp, pop), fitness_fn, objective)
+    st = s.init(seed)
+    f = s._chunk_fn(chunk)
+    t0 = time.perf_counter()
+    st, _ = jax.block_until_ready(f(st))
+    first = time.perf_counter() - t0
+    steady = 0.0
+    done = chunk
+    while done < generations:
+        t0 = time.perf_counter()
+        st, _ = jax.block_until_ready(f(st))
+        steady += time.perf_counter() - t0
+        done += chunk
+    a = jax.device_get(st.algo)
+    best = float(a.fitness[0]) if a.violation[0] == 0 else float("inf")
+    return best, done * s.algo.num_offspring, steady, first, (done - chunk) * s.algo.num_offspring
+
+
+def _random_search(sp, fitness_fn, objective, n, seed, batch=1500):
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    ev = jax.jit(lambda k: objective(fitness_fn(sp.sample(k, batch))))
+    best = np.inf
+    key = jax.random.key(seed)
+    for i in range(n // batch):
+        F, v = ev(jax.random.fold_in(key, i))
+        F, v = np.asarray(F[:, 0]), np.asarray(v)
+        ok = (v == 0) & np.isfinite(F)
+        if ok.any():
+            best = min(best, float(F[ok].min()))
+    return best
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)
+    import jax
+    from cimnas_jax.space import get_space
+    from cimnas_jax.search import Constraints, Objective
+    from cimnas_jax.search import fitness as fit
+
+    sp = get_space(FLAGS.space)
+    out = {"device": str(jax.devices()[0]), "backend": jax.default_backend(),
+           "population": FLAGS.population}
+    print(f"device {out['device']} ({jax.default_backend()}, {jax.local_device_count()} devices)")
+    edap = Objective.single("edap", Constraints(capacity=True, area_limit_mm2=800.0))
+    energy = Objective.single("energy", Constraints(capacity=False, area_limit_mm2=None))
+    pop = FLAGS.population
+    if "speed" in FLAGS.parts:
+        if FLAGS.mlp_fitness:
+            cases = [("mlp_3x400", fit.mlp_fitness(sp), energy)]
+        else:
+            cases = [("linear", fit.linear_fitness(sp), energy),
+                     ("analytic_hw", fit.hardware_fitness(sp, fit.constant_accuracy_hardware_only()),
+                      edap)]
+        for name, fn, obj in cases:
+            best, ev, steady, first, steady_ev = _ours(sp, fn, obj, pop, FLAGS.generations,
+                                                       FLAGS.chunk, 0)
+            ours = steady_ev / steady
+            row = {"ours_cand_per_s": ours, "ours_first_chunk_incl_compile_s": first}
+            line = (f"[speed {name:11s}] pop {pop}: ours {ours:.3e} cand/s "
+                    f"({steady_ev} evals in {steady:.2f} s; first chunk incl. compile {first:.1f} s)")
+            if not FLAGS.skip_pymoo:
+                _, pev, pdt = _pymoo_ga(sp, fn, obj, pop, FLAGS.pymoo_generations, 0)
+                theirs = pev / pdt
+                row.update(pymoo_cand_per_s=theirs, ratio=ours / theirs)
+                line += f"  pymoo GA {theirs:.3e} cand/s ({pev} evals in {pdt:.2f} s)  ratio {ours / theirs:.1f}x"
+            out[f"speed_{name}"] = row
+            print(line, flush=True)
+    if "quality" in FLAGS.parts:
+        hw = fit.hardware_fitness(sp, fit.constant_accuracy_hardware_only())
+        qp, qg = FLAGS.quality_population, FLAGS.quality_generations
+        res = {"ours": [], "pymoo": [], "random": [], "ours_evals": [], "pymoo_evals": []}
+        for seed in range(1, FLAGS.seeds + 1):
+            b, ev, *_ = _ours(sp, hw, edap, qp, qg, qg // 4 if qg % 4 == 0 else qg, seed)
+            pb, pev, _ = _pymoo_ga(sp, hw, edap, qp, qg, seed)
+            rb = _random_search(sp, hw, edap, qp * qg, seed)
+            res["ours"].append(b); res["pymoo"].append(pb); res["random"].append(rb)
+            res["ours_evals"].append(ev); res["pymoo_evals"].append(pev)
+            print(f"[quality seed {seed}] best feasible EDAP (J*s*mm^2) after {ev} evals: "
+                  f"ours {b:.4e}  pymoo GA {pb:.4e} ({pev} evals)  random {rb:.4e}", flush=True)
+        med = {k: statistics.median(res[k]) for k in ("ours", "pymoo", "random")}
+        res["median"] = med
+        out["quality"] = res
+        print(f"[quality median of {FLAGS.seeds}] ours {med['ours']:.4e}  pymoo GA "
+              f"{med['pymoo']:.4e}  random {med['random']:.4e}   pymoo/ours "
+              f"{med['pymoo'] / med['ours']:.2f}x  random/ours {med['random'] / med['ours']:.2f}x")
+    if FLAGS.json_out:
+        with open(FLAGS.json_out + ".tmp", "w") as f:
+            json.dump(out, f, indent=1)
+        os.replace(FLAGS.json_out + ".tmp", FLAGS.json_out)
+
+
+if __name__ == "__main__":
+    app.run(main)
