@@ -23,17 +23,17 @@ TECH_META = {
     "rram_32nm": {"node_nm": 32.0, "cell": {"type": "RRAM", "area_m2": 4.9152e-14, "max_bits_per_cell": 8},
                   "cell_name": "rram_neurosim_default"},
     "sram_7nm": {"node_nm": 7.0, "cell": {"type": "SRAM", "area_m2": 5.292e-14, "max_bits_per_cell": 1},
-                 "cell_name": "sram_sinangil_jssc_2021"},
+                 "cell_name": "sram_sinangil_jssc_2021", "absent_components": ["column_drivers"]},
 }
 INIT = {
     "ln_e_cim": -33.24, "cim_slice_a": 1 / 3, "cim_slice_b": 4 / 3, "cim_v_exp": 0.0,
     "ln_e_row": -35.0, "row_cols_exp": 0.9,
     "adc_e0": -0.693, "adc_lnf_shift": -2.77, "adc_fom_icpt": 302.74, "adc_fom_slope": 6.46, "adc_fom_max": 180.14,
-    "adc_a0": 4.85, "adc_a_f": 0.0667, "adc_a_e": 0.4237, "adc_a_b": -0.134, "adc_a_t": 0.797,
+    "adc_a0": 4.85, "adc_a_f": 0.0667, "adc_a_e": 0.4237, "adc_a_b": 0.453, "adc_a_t": 0.797,
     "ln_e_col": -48.0, "ln_e_ibuf": -40.0, "ibuf_ct_exp": 0.5, "ibuf_size_exp": 0.3,
     "ln_e_obuf": -35.0, "obuf_size_exp": 0.3, "ln_e_router_in": -30.0, "ln_e_router_out": -30.0,
-    "ln_e_glb_in": -26.6, "ln_e_glb_out": -26.2, "glb_e1": 0.44, "glb_e2": 0.01, "glb_rr_exp": 1.0,
-    "glb_rr_exp_dw": 1.0, "glb_psum": 1.0,
+    "ln_e_glb_in": -26.6, "ln_e_glb_out": -26.2, "glb_e1": 0.44, "glb_e2": 0.01, "glb_fp_exp": 1.0,
+    "glb_fq_exp": 1.0, "glb_fp_exp_dw": 1.0, "glb_fq_exp_dw": 1.0, "glb_fp_exp_t": 1.0, "glb_fq_exp_t": 1.0, "glb_tm_exp": 0.0, "glb_psum": 1.0,
     "ln_a_row": -26.25, "ln_a_col": -26.5, "col_cols_exp": 0.667, "col_sl_exp": 0.333, "ln_a_router": -17.8,
     "ibuf_a0": -26.0, "ibuf_a1": 0.73, "ibuf_a2": 0.0, "ibuf_a3": 0.5,
     "obuf_a0": -26.0, "obuf_a1": 0.73, "obuf_a2": 0.0, "obuf_a3": 0.5,
@@ -44,11 +44,12 @@ E_INTERCEPT = {"cim_unit": ["ln_e_cim"], "row_drivers": ["ln_e_row"], "column_dr
                "router": ["ln_e_router_in", "ln_e_router_out"], "glb": ["ln_e_glb_in", "ln_e_glb_out"]}
 A_INTERCEPT = {"row_drivers": ["ln_a_row"], "column_drivers": ["ln_a_col"], "adc": ["adc_a0"],
                "input_buffer": ["ibuf_a0"], "output_buffer": ["obuf_a0"], "router": ["ln_a_router"]}
-NOT_FITTED = ("ok_theta", "adc_a_t")
+NOT_FITTED = ("ok_theta", "adc_a_t", "adc_a_b")  # no resolution/node variation in the data
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("tech", "rram_32nm", "technology to calibrate: rram_32nm or sram_7nm")
-flags.DEFINE_integer("steps", 3000, "optax Adam steps")
+flags.DEFINE_integer("steps", 1500, "optax Adam steps (then L-BFGS polishing)")
+flags.DEFINE_integer("lbfgs_steps", 400, "optax L-BFGS steps after Adam")
 flags.DEFINE_string("out", "", "output JSON (default cimnas_jax/hw/tech/<tech>.json)")
 
 
@@ -88,7 +89,7 @@ def make_tech(name, coef, glb, extra=None):
     from cimnas_jax.hw.tech import technology_from_dict
     m = TECH_META[name]
     d = {"name": name, "version": "0", "node_nm": m["node_nm"], "cell": m["cell"], "default_adc_bits": 8.0,
-         "glb_area_table": glb, "coefficients": {k: float(v) for k, v in coef.items()}}
+         "glb_area_table": glb, "absent_components": m.get("absent_components", []), "coefficients": {k: float(v) for k, v in coef.items()}}
     return technology_from_dict(d, f"<{name}>")
 
 
@@ -100,14 +101,14 @@ def reference_arrays(recs, tech):
            "latency": np.array([r["result"]["latency_s"] for r in recs]),
            "cycles": np.array([r["result"]["cycles"] for r in recs]),
            "area": np.array([r["result"]["area_m2_total"] for r in recs]),
-           "e_comp": {k: np.array([max(r["result"]["energy_breakdown_J"][k], 1e-30) for r in recs])
+           "e_comp": {k: np.array([max(r["result"]["energy_breakdown_J"].get(k, 0.0), 1e-30) for r in recs])
                       for k in ENERGY_COMPONENTS},
-           "a_comp": {k: np.array([max(r["result"]["area_breakdown_m2"][k], 1e-30) for r in recs])
+           "a_comp": {k: np.array([max(r["result"]["area_breakdown_m2"].get(k, 0.0), 1e-30) for r in recs])
                       for k in ENERGY_COMPONENTS}}
     return layers, hw, ref
 
 
-def fit(name, train, steps, log=print):
+def fit(name, train, steps, log=print, lbfgs_steps=400):
     import jax
     import jax.numpy as jnp
     import optax
@@ -122,11 +123,16 @@ def fit(name, train, steps, log=print):
     lref_a = {k: jnp.log(v) for k, v in ref["a_comp"].items()}
     # 1) intercepts: match mean log per component
     pr = predict_arrays(tech, layers, hw)
+    absent = set(tech.absent_components)
     for k, ps in E_INTERCEPT.items():
+        if k in absent:
+            continue
         sh = float(jnp.mean(lref_e[k] - jnp.log(pr["energy"][k])))
         for p in ps:
             coef[p] += sh
     for k, ps in A_INTERCEPT.items():
+        if k in absent:
+            continue
         sh = float(jnp.mean(lref_a[k] - jnp.log(pr["area"][k])))
         for p in ps:
             coef[p] += sh
@@ -139,9 +145,13 @@ def fit(name, train, steps, log=print):
         out = predict_arrays(t, layers, hw)
         l = 0.0
         for k in ENERGY_COMPONENTS:
+            if k in absent:
+                continue
             w = 0.05 if k == "column_drivers" else 1.0
             l += w * jnp.mean((jnp.log(out["energy"][k]) - lref_e[k]) ** 2)
         for k in ENERGY_COMPONENTS:
+            if k in absent:
+                continue
             w = 0.05 if k in ("cim_unit", "glb") else 1.0
             l += w * jnp.mean((jnp.log(out["area"][k]) - lref_a[k]) ** 2)
         etot = jnp.log(sum(out["energy"].values()))
@@ -164,7 +174,32 @@ def fit(name, train, steps, log=print):
     for i in range(steps):
         free, state, l = step(free, state)
         if i % max(steps // 5, 1) == 0 or i == steps - 1:
-            log(f"  step {i:5d} loss {float(l):.5f}")
+            log(f"  adam step {i:5d} loss {float(l):.5f}")
+    # polish with L-BFGS (coefficients live on very different scales: FOM in dB vs exponents)
+    lb = optax.lbfgs()
+    lstate = lb.init(free)
+    vg = optax.value_and_grad_from_state(loss_fn)
+
+    @jax.jit
+    def lstep(p, s):
+        l, g = vg(p, state=s)
+        u, s = lb.update(g, s, p, value=l, grad=g, value_fn=loss_fn)
+        return optax.apply_updates(p, u), s, l
+
+    best = (float("inf"), free)
+    for i in range(lbfgs_steps):
+        new, lstate, l = lstep(free, lstate)
+        if not np.isfinite(float(l)) or not all(np.isfinite(float(v)) for v in new.values()):
+            break
+        if float(l) < best[0]:
+            best = (float(l), free)
+        free = new
+        if i % max(lbfgs_steps // 4, 1) == 0 or i == lbfgs_steps - 1:
+            log(f"  lbfgs step {i:4d} loss {float(l):.5f}")
+    if np.isfinite(float(loss_fn(free))) and float(loss_fn(free)) <= best[0]:
+        best = (float(loss_fn(free)), free)
+    free = best[1]
+    log(f"  final loss {best[0]:.5f}")
     log(f"  fit took {time.time() - t0:.1f} s")
     coef = {**{k: float(v) for k, v in fixed.items()}, **{k: float(v) for k, v in free.items()}}
     return coef, glb
@@ -223,7 +258,7 @@ def metrics(name, coef, glb, test, networks=None, net_layers=None):
     return out
 
 
-def calibrate(name: str, steps: int = 3000, out_path: str | None = None, log=print) -> dict:
+def calibrate(name: str, steps: int = 1500, out_path: str | None = None, log=print, lbfgs_steps: int = 400) -> dict:
     ref_dir = REFERENCE[name]
     if not ref_dir.exists():
         raise FileNotFoundError(f"reference data for {name} not found at {ref_dir}")
@@ -235,7 +270,7 @@ def calibrate(name: str, steps: int = 3000, out_path: str | None = None, log=pri
         networks = load_jsonl(ref_dir / "networks.jsonl")
         net_layers = load_jsonl(ref_dir / "networks_layers.jsonl")
     log(f"{name}: {len(train)} training records, {len(test)} held out")
-    coef, glb = fit(name, train, steps, log)
+    coef, glb = fit(name, train, steps, log, lbfgs_steps)
     theta, agree_train = fit_ok_theta(name, coef, glb, train)
     coef["ok_theta"] = theta
     all_status = recs + (net_layers or [])
@@ -250,7 +285,7 @@ def calibrate(name: str, steps: int = 3000, out_path: str | None = None, log=pri
     tech = tech.replace(version=version)
     d = technology_to_dict(tech, {"cell_name": TECH_META[name]["cell_name"],
                                   "calibration": {"reference": str(ref_dir.name), "split": "oat + crc32(group)%10<6",
-                                                  "steps": steps, "metrics_held_out": m}})
+                                                  "adam_steps": steps, "lbfgs_steps": lbfgs_steps, "metrics_held_out": m}})
     from cimnas_jax.hw.tech import TECH_DIR
     out = Path(out_path) if out_path else TECH_DIR / f"{name}.json"
     tmp = out.with_suffix(".json.tmp")
@@ -288,7 +323,7 @@ def main(argv):
         raise app.UsageError(f"--tech must be one of {sorted(REFERENCE)}, got {FLAGS.tech!r}")
     if FLAGS.steps < 1:
         raise app.UsageError("--steps must be >= 1")
-    calibrate(FLAGS.tech, FLAGS.steps, FLAGS.out or None)
+    calibrate(FLAGS.tech, FLAGS.steps, FLAGS.out or None, lbfgs_steps=FLAGS.lbfgs_steps)
 
 
 if __name__ == "__main__":

@@ -49,9 +49,25 @@ def adc_energy_area(c: dict, node_nm, adc_bits, cols, voltage, clock_s):
     sndr = adc_bits * 20.0 * jnp.log10(2.0) + 10.0 * jnp.log10(1.5)
     fom = _softmin(c["adc_fom_icpt"] - c["adc_fom_slope"] * lnf, c["adc_fom_max"])
     ln_e = c["adc_e0"] - _LN10_10 * (fom - sndr)
-    ln_a_um2 = (c["adc_a0"] + c["adc_a_f"] * lnf + c["adc_a_e"] * (ln_e + jnp.log(1e12))
+    # the resolution enters the area once, through a_b (plug-in: -0.134/bit + 0.424 x the energy's
+    # 1.386/bit = +0.453/bit); a_e carries only the rate-driven part of the energy.
+    ln_e_rate = ln_e - _LN10_10 * sndr
+    ln_a_um2 = (c["adc_a0"] + c["adc_a_f"] * lnf + c["adc_a_e"] * (ln_e_rate + jnp.log(1e12))
                 + c["adc_a_b"] * adc_bits + c["adc_a_t"] * jnp.log(node_nm))
     return jnp.exp(ln_e), jnp.exp(ln_a_um2) * 1e-12
+
+
+def _place(nw, mpt, tiles, rg):
+    """Place one weight copy (nw macros) on the spatial levels macro-in-tile, tile, router group
+    (innermost first); a level's spare fan-out floor(size / used) holds copies that split output
+    rows P. Returns (temporal weight passes T, total duplication, duplication at the router level)."""
+    rem, dup, left = nw, 1.0, 1.0
+    for size in (mpt, tiles, rg):
+        used = jnp.minimum(rem, size)
+        left = jnp.floor(size / used)
+        dup = dup * left
+        rem = jnp.ceil(rem / used)
+    return rem, dup, left
 
 
 def slice_factor(c: dict, weight_bits, bits_per_cell):
@@ -90,9 +106,8 @@ def layer_model(tech: Technology, layers, hw, adc_bits=None):
     rt = jnp.ceil(Cg * R * S / rows)
     ct = jnp.ceil(Mg * slices / cols)
     nw = rt * ct * G
-    T = jnp.ceil(nw / N)
-    copies = jnp.maximum(jnp.floor(N / nw), 1.0)
-    d = jnp.minimum(P, copies)
+    T, dup, dup_rg = _place(nw, mpt, e(hw.tiles), e(hw.router_group))
+    d = jnp.minimum(P, dup)
     Pt = jnp.ceil(P / d)
     cycles = Q * Pt * T
     latency_s = cycles * clk / V
@@ -106,10 +121,21 @@ def layer_model(tech: Technology, layers, hw, adc_bits=None):
     Wd = (Q - 1.0) * stride + S
     in_bits = C * H * Wd * ib
     out_bits = outs * OUTPUT_BITS
-    rr = P * R / H                                 # sliding-window re-reads of input rows
+    # GLB -> router input traffic: each router-level copy reads its own rows (halo re-read, no
+    # multicast across routers); each temporal P step re-reads its halo; Q slides (fitted reuse).
+    d_rg = jnp.minimum(P, dup_rg)
+    p_in = jnp.ceil(P / (Pt * d_rg))
+    foot = jnp.minimum((p_in - 1.0) * stride + R, H)
+    fp = Pt * d_rg * foot / H
+    fq = Q * S / Wd
     Tc = jnp.where(dw, 1.0, jnp.minimum(T, rt))    # temporal split of C -> partial sums
     Tm = jnp.where(dw, 1.0, T / Tc)                # temporal split of M -> input re-reads
-    in_traffic = in_bits * rr ** jnp.where(dw, c["glb_rr_exp_dw"], c["glb_rr_exp"]) * Tm
+    # several weight passes (T > 1) put a temporal M/C loop inside P, Q: the sliding-window reuse
+    # along Q is lost, each output pixel's window is re-read.
+    multi = (T > 1.0) & ~dw
+    a_fp = jnp.where(dw, c["glb_fp_exp_dw"], jnp.where(multi, c["glb_fp_exp_t"], c["glb_fp_exp"]))
+    a_fq = jnp.where(dw, c["glb_fq_exp_dw"], jnp.where(multi, c["glb_fq_exp_t"], c["glb_fq_exp"]))
+    in_traffic = in_bits * fp ** a_fp * fq ** a_fq * Tm ** c["glb_tm_exp"]
     out_traffic = out_bits * (1.0 + c["glb_psum"] * (Tc - 1.0))
     V2 = V ** 2
     # --- energies [J]
@@ -127,6 +153,8 @@ def layer_model(tech: Technology, layers, hw, adc_bits=None):
         "router": jnp.exp(c["ln_e_router_in"]) * in_traffic + jnp.exp(c["ln_e_router_out"]) * out_traffic,
         "glb": glb_scale * (jnp.exp(c["ln_e_glb_in"]) * in_traffic + jnp.exp(c["ln_e_glb_out"]) * out_traffic),
     }
+    for k in tech.absent_components:
+        en[k] = jnp.zeros_like(en[k])
     fmap_bytes = (in_bits + out_bits) / 8.0
     ok = fmap_bytes <= c["ok_theta"] * glb_bytes
     return {"cycles": cycles, "latency_s": latency_s, "energy_j": en, "ok": ok, "macros_per_copy": nw}
@@ -147,7 +175,7 @@ def chip_area(tech: Technology, hw, max_slices, adc_bits=None):
         return jnp.exp(c[p + "_a0"] + c[p + "_a1"] * le + c[p + "_a2"] * le ** 2 + c[p + "_a3"] * jnp.log(mpt))
 
     glb = jnp.exp(_interp_loglog(jnp.log(hw.glb_bytes), tech.glb_ln_bytes, tech.glb_ln_area))
-    return {
+    out = {
         "cim_unit": N * rows * cols * tech.cell_area_m2,
         "row_drivers": N * rows * jnp.exp(c["ln_a_row"]),
         "column_drivers": N * jnp.exp(c["ln_a_col"]) * cols ** c["col_cols_exp"] * max_slices ** c["col_sl_exp"],
@@ -157,3 +185,6 @@ def chip_area(tech: Technology, hw, max_slices, adc_bits=None):
         "router": rg * jnp.exp(c["ln_a_router"]),
         "glb": glb,
     }
+    for k in tech.absent_components:
+        out[k] = jnp.zeros_like(out[k])
+    return out

@@ -30,7 +30,8 @@ COEFFICIENT_NAMES = (
     # column drivers (~0 in CiMLoop), tile buffers, router, global buffer energies
     "ln_e_col", "ln_e_ibuf", "ibuf_ct_exp", "ibuf_size_exp", "ln_e_obuf", "obuf_size_exp",
     "ln_e_router_in", "ln_e_router_out",
-    "ln_e_glb_in", "ln_e_glb_out", "glb_e1", "glb_e2", "glb_rr_exp", "glb_rr_exp_dw", "glb_psum",
+    "ln_e_glb_in", "ln_e_glb_out", "glb_e1", "glb_e2", "glb_fp_exp", "glb_fq_exp", "glb_fp_exp_dw", "glb_fq_exp_dw",
+    "glb_fp_exp_t", "glb_fq_exp_t", "glb_tm_exp", "glb_psum",
     # areas: drivers per row / column, router, tile buffers (SRAM of rows|cols x macros per tile)
     "ln_a_row", "ln_a_col", "col_cols_exp", "col_sl_exp", "ln_a_router",
     "ibuf_a0", "ibuf_a1", "ibuf_a2", "ibuf_a3", "obuf_a0", "obuf_a1", "obuf_a2", "obuf_a3",
@@ -57,6 +58,7 @@ class Technology:
     max_bits_per_cell: int = flax.struct.field(pytree_node=False, default=8)
     default_adc_bits: float = flax.struct.field(pytree_node=False, default=8.0)
     version: str = flax.struct.field(pytree_node=False, default="")
+    absent_components: tuple = flax.struct.field(pytree_node=False, default=())
 
     def replace_coef(self, coef: dict) -> "Technology":
         return self.replace(coef=dict(coef))
@@ -111,10 +113,14 @@ def technology_from_dict(d: dict, where: str = "<dict>") -> Technology:
     unknown = sorted(set(coefs) - set(COEFFICIENT_NAMES))
     if unknown:
         raise TechnologyError(f"technology file {where}: unknown field(s) in 'coefficients': {unknown}")
+    absent = d.get("absent_components", [])
+    known = ("cim_unit", "row_drivers", "column_drivers", "adc", "input_buffer", "output_buffer", "router", "glb")
+    if not isinstance(absent, list) or any(a not in known for a in absent):
+        raise TechnologyError(f"technology file {where}: field 'absent_components' must be a list of {list(known)}")
     return Technology(coef=coef, glb_ln_bytes=jnp.log(jnp.asarray(kb, jnp.float32)),
                       glb_ln_area=jnp.log(jnp.asarray(ka, jnp.float32)), name=name, node_nm=node,
                       cell_type=ctype, cell_area_m2=area, max_bits_per_cell=int(mbpc),
-                      default_adc_bits=adc, version=version)
+                      default_adc_bits=adc, version=version, absent_components=tuple(absent))
 
 
 def technology_to_dict(tech: Technology, extra: dict | None = None) -> dict:
@@ -123,6 +129,7 @@ def technology_to_dict(tech: Technology, extra: dict | None = None) -> dict:
         "name": tech.name, "version": tech.version, "node_nm": tech.node_nm,
         "cell": {"type": tech.cell_type, "area_m2": tech.cell_area_m2, "max_bits_per_cell": tech.max_bits_per_cell},
         "default_adc_bits": tech.default_adc_bits,
+        "absent_components": list(tech.absent_components),
         "glb_area_table": {"bytes": [float(round(math.exp(float(v)))) for v in tech.glb_ln_bytes],
                            "area_m2": [float(math.exp(float(v))) for v in tech.glb_ln_area]},
         "coefficients": {k: float(tech.coef[k]) for k in COEFFICIENT_NAMES},

@@ -1,0 +1,77 @@
+"""Batch CLI: evaluate reference-format layer records.
+
+    python -m cimnas_jax.hw --backend=analytic --jobs=IN.jsonl --out=OUT.jsonl [--technology=NAME]
+
+Each input line is a record with layer, input_bits, weight_bits and hw (technology_nm, cell and
+adc_bits, when present, select the technology file and ADC resolution); any result fields are
+ignored and replaced. Output is written atomically (tmp file + os.replace).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("backend", "analytic", "evaluator backend: analytic or cimloop")
+flags.DEFINE_string("jobs", None, "input JSONL of reference-format layer records")
+flags.DEFINE_string("out", None, "output JSONL (written atomically)")
+flags.DEFINE_string("technology", "", "force a technology file (e.g. rram_32nm); default: from each record's hw")
+
+RESULT_FIELDS = ("status", "error", "result", "ert_art_reused_from")
+
+
+def run(backend_name: str, jobs: str, out: str, technology: str = "") -> int:
+    from cimnas_jax.hw import BACKENDS, get_backend, technology_names
+    if backend_name not in BACKENDS:
+        raise app.UsageError(f"--backend must be one of {list(BACKENDS)}, got {backend_name!r}")
+    if technology and backend_name == "analytic" and technology not in technology_names():
+        raise app.UsageError(f"--technology must be one of {technology_names()}, got {technology!r}")
+    src = Path(jobs)
+    if not src.is_file():
+        raise app.UsageError(f"--jobs file not found: {jobs}")
+    recs = []
+    for n, line in enumerate(src.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise app.UsageError(f"--jobs {jobs}: line {n} is not valid JSON ({e})")
+        if not isinstance(r, dict):
+            raise app.UsageError(f"--jobs {jobs}: line {n} is not a JSON object")
+        recs.append({k: v for k, v in r.items() if k not in RESULT_FIELDS})
+    kw = {"technology": technology or None} if backend_name == "analytic" else {}
+    backend = get_backend(backend_name, **kw)
+    res = backend.evaluate_records(recs)
+    dst = Path(out)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".tmp")
+    with open(tmp, "w") as f:
+        for r in res:
+            f.write(json.dumps(r) + "\n")
+    os.replace(tmp, dst)
+    n_ok = sum(r.get("status") == "ok" for r in res)
+    print(f"{backend_name}: {len(res)} records -> {dst} ({n_ok} ok, {len(res) - n_ok} error)")
+    return 0
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not FLAGS.jobs:
+        raise app.UsageError("--jobs=IN.jsonl is required")
+    if not FLAGS.out:
+        raise app.UsageError("--out=OUT.jsonl is required")
+    from cimnas_jax.hw.records import RecordError
+    try:
+        return run(FLAGS.backend, FLAGS.jobs, FLAGS.out, FLAGS.technology)
+    except RecordError as e:
+        raise app.UsageError(str(e))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,202 @@
+"""Analytic hardware model: interface, physics sanity, JAX transforms, validity, technology files, CLI."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cimnas_jax.hw import (ENERGY_COMPONENTS, TechnologyError, evaluate_designs, evaluate_layer_table,
+                           get_backend, load_technology)
+from cimnas_jax.hw.tech import TECH_DIR, technology_from_dict
+from cimnas_jax.workload import HardwareParams, make_layer_table
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _hw(n=1, **kw):
+    base = dict(voltage_v=0.7, bits_per_cell=4.0, clock_period_s=4e-9, rows=128.0, cols=128.0, router_group=8.0,
+                tiles=16.0, macros_per_tile=16.0, glb_bytes=8.0 * 2 ** 20, adc_bits=8.0, n_adc_per_bank=16.0)
+    base.update(kw)
+    return HardwareParams(**{k: jnp.full((n,), v, jnp.float32) for k, v in base.items()})
+
+
+def _layers(n=1):
+    # pointwise 40->240 @28x28, depthwise 3x3 240ch @28x28, fc 1280->1000; 8/8 bit
+    C = np.array([[40, 240, 1280]], np.float32).repeat(n, 0)
+    M = np.array([[240, 240, 1000]], np.float32).repeat(n, 0)
+    R = np.array([[1, 3, 1]], np.float32).repeat(n, 0)
+    P = np.array([[28, 28, 1]], np.float32).repeat(n, 0)
+    kind = np.array([[2, 1, 3]], np.int32).repeat(n, 0)
+    return make_layer_table(C, M, R, R, P, P, 1.0, kind, 8.0, 8.0, np.ones_like(C, bool))
+
+
+@pytest.fixture(scope="module")
+def tech():
+    return load_technology("rram_32nm")
+
+
+def test_parts_sum_to_totals(tech):
+    r = evaluate_layer_table(tech, _layers(2), _hw(2))
+    e_parts = sum(r.energy_breakdown_j[k] for k in ENERGY_COMPONENTS)
+    a_parts = sum(r.area_breakdown_mm2[k] for k in ENERGY_COMPONENTS)
+    np.testing.assert_allclose(e_parts, r.energy_j, rtol=1e-5)
+    np.testing.assert_allclose(r.layer_energy_j.sum(-1), r.energy_j, rtol=1e-5)
+    np.testing.assert_allclose(a_parts, r.area_mm2, rtol=1e-5)
+    np.testing.assert_allclose(r.layer_latency_s.sum(-1), r.latency_s, rtol=1e-5)
+    assert set(r.energy_breakdown_j) == set(ENERGY_COMPONENTS)
+    assert bool(r.valid.all())
+
+
+def _eval(tech, **kw):
+    return evaluate_layer_table(tech, _layers(), _hw(**kw))
+
+
+@pytest.mark.parametrize("tname", ["rram_32nm", "sram_7nm"])
+def test_monotonicity(tname):
+    t = load_technology(tname)
+    bpc = 4.0 if tname == "rram_32nm" else 1.0
+    e = lambda **kw: _eval(t, bits_per_cell=bpc, **kw)
+    lo, hi = e(adc_bits=6.0), e(adc_bits=8.0)
+    assert float(hi.energy_breakdown_j["adc"][0]) > float(lo.energy_breakdown_j["adc"][0])
+    assert float(hi.area_breakdown_mm2["adc"][0]) > float(lo.area_breakdown_mm2["adc"][0])
+    assert float(e(voltage_v=0.8).energy_j[0]) > float(e(voltage_v=0.6).energy_j[0])
+    assert float(e(glb_bytes=32.0 * 2 ** 20).area_mm2[0]) > float(e(glb_bytes=2.0 * 2 ** 20).area_mm2[0])
+    assert float(e(clock_period_s=8e-9).latency_s[0]) > float(e(clock_period_s=2e-9).latency_s[0])
+    assert float(e(voltage_v=0.8).latency_s[0]) < float(e(voltage_v=0.6).latency_s[0])
+    # faster conversion -> bigger ADCs; more macros -> more area
+    assert float(e(clock_period_s=1e-9).area_breakdown_mm2["adc"][0]) > float(e(clock_period_s=8e-9).area_breakdown_mm2["adc"][0])
+    assert float(e(tiles=32.0).area_mm2[0]) > float(e(tiles=16.0).area_mm2[0])
+    assert float(e(rows=256.0).area_breakdown_mm2["cim_unit"][0]) > float(e(rows=128.0).area_breakdown_mm2["cim_unit"][0])
+    # more input bits -> longer pulse trains -> more array + driver energy; cycles unchanged
+    l4 = make_layer_table(40.0, 240.0, 1.0, 1.0, 28.0, 28.0, 1.0, 2, 4.0, 8.0, True)[None] if False else None
+    L8 = make_layer_table(np.array([[40.0]]), np.array([[240.0]]), 1.0, 1.0, 28.0, 28.0, 1.0, 2, 8.0, 8.0, True)
+    L4 = make_layer_table(np.array([[40.0]]), np.array([[240.0]]), 1.0, 1.0, 28.0, 28.0, 1.0, 2, 4.0, 8.0, True)
+    r8, r4 = evaluate_layer_table(t, L8, _hw(bits_per_cell=bpc)), evaluate_layer_table(t, L4, _hw(bits_per_cell=bpc))
+    assert float(r8.energy_j[0]) > float(r4.energy_j[0])
+    np.testing.assert_allclose(r8.latency_s, r4.latency_s)
+
+
+def test_rram_bits_per_cell_and_voltage_scaling(tech):
+    # fewer bits per cell -> more columns per weight -> more array energy (CiMLoop: x3.1 at 1 b/cell)
+    assert float(_eval(tech, bits_per_cell=1.0).energy_j[0]) > 1.5 * float(_eval(tech, bits_per_cell=4.0).energy_j[0])
+    # latency = cycles x clock / V exactly
+    r1, r2 = _eval(tech, voltage_v=0.5), _eval(tech, voltage_v=0.8)
+    np.testing.assert_allclose(float(r1.latency_s[0]) * 0.5, float(r2.latency_s[0]) * 0.8, rtol=1e-5)
+
+
+def test_jit_vmap_grad(tech):
+    L, H = _layers(3), _hw(3)
+    r_eager = evaluate_layer_table(tech, L, H)
+    r_jit = jax.jit(evaluate_layer_table)(tech, L, H)
+    np.testing.assert_allclose(r_jit.energy_j, r_eager.energy_j, rtol=1e-5)
+    # vmap over designs (one design at a time)
+    one = lambda l, h: evaluate_layer_table(tech, jax.tree_util.tree_map(lambda x: x[None], l),
+                                            jax.tree_util.tree_map(lambda x: x[None], h)).energy_j[0]
+    np.testing.assert_allclose(jax.vmap(one)(L, H), r_eager.energy_j, rtol=1e-5)
+
+    def f(v, clk):
+        h = H.replace(voltage_v=v, clock_period_s=clk)
+        r = evaluate_layer_table(tech, L, h)
+        return jnp.sum(jnp.log(r.energy_j) + jnp.log(r.latency_s) + jnp.log(r.area_mm2))
+
+    gv, gc = jax.grad(f, argnums=(0, 1))(H.voltage_v, H.clock_period_s)
+    assert np.all(np.isfinite(gv)) and np.all(np.isfinite(gc))
+    assert np.all(np.abs(gv) > 0)
+    # grads w.r.t. the technology coefficients (used by calibration) are finite too
+    g = jax.grad(lambda c: jnp.sum(evaluate_layer_table(tech.replace_coef(c), L, H).energy_j))(tech.coef)
+    assert all(np.isfinite(float(v)) for v in g.values())
+
+
+def test_design_that_does_not_fit_is_invalid(tech):
+    L = _layers(2)
+    H = _hw(2, router_group=1.0, tiles=4.0, macros_per_tile=4.0, rows=32.0, cols=32.0)
+    r = evaluate_layer_table(tech, L, H)
+    assert float(r.cells_needed[0]) > float(r.cells_available[0])
+    assert not bool(r.valid.any())
+    # a layer whose feature maps overflow a tiny global buffer fails (CiMLoop: no valid mapping)
+    big = make_layer_table(np.array([[16.0]]), np.array([[96.0]]), 1.0, 1.0, 112.0, 112.0, 1.0, 2, 8.0, 8.0, True)
+    r2 = evaluate_layer_table(tech, big, _hw(glb_bytes=0.5 * 2 ** 20))
+    assert not bool(r2.layer_ok[0, 0]) and not bool(r2.valid[0])
+    r3 = evaluate_layer_table(tech, big, _hw(glb_bytes=8.0 * 2 ** 20))
+    assert bool(r3.valid[0])
+
+
+def test_evaluate_designs_from_space():
+    from cimnas_jax.space import get_space
+    sp = get_space("mbv2_rram")
+    g = sp.sample(jax.random.PRNGKey(0), 64)
+    r = jax.jit(lambda g: evaluate_designs(sp, g))(g)
+    assert r.energy_j.shape == (64,) and r.layer_energy_j.shape[0] == 64
+    v = np.asarray(r.valid)
+    assert v.any()
+    assert np.all(np.isfinite(np.asarray(r.energy_j)[v])) and np.all(np.asarray(r.energy_j)[v] > 0)
+    assert np.all(np.asarray(r.area_mm2) > 0)
+    need, avail = np.asarray(r.cells_needed), np.asarray(r.cells_available)
+    assert not np.any(v & (need > avail))
+
+
+def _tech_dict(name="rram_32nm"):
+    return json.loads((TECH_DIR / f"{name}.json").read_text())
+
+
+@pytest.mark.parametrize("mutate,field", [
+    (lambda d: d["coefficients"].pop("ln_e_cim"), "ln_e_cim"),
+    (lambda d: d["cell"].__setitem__("type", "PCM"), "cell.type"),
+    (lambda d: d.__setitem__("node_nm", -7), "node_nm"),
+    (lambda d: d["coefficients"].__setitem__("adc_a0", "big"), "coefficients.adc_a0"),
+    (lambda d: d["glb_area_table"].__setitem__("bytes", [1.0]), "glb_area_table"),
+    (lambda d: d.pop("cell"), "cell"),
+    (lambda d: d["coefficients"].__setitem__("typo_coef", 1.0), "typo_coef"),
+])
+def test_bad_technology_file_names_field(mutate, field, tmp_path):
+    d = _tech_dict()
+    mutate(d)
+    p = tmp_path / "bad.json"
+    p.write_text(json.dumps(d))
+    with pytest.raises(TechnologyError, match=field.split(".")[-1]):
+        load_technology(str(p))
+
+
+def test_unknown_technology_and_shipped_files():
+    with pytest.raises(TechnologyError, match="available"):
+        load_technology("gaas_3nm")
+    for name in ("rram_32nm", "sram_7nm"):
+        t = load_technology(name)
+        d = _tech_dict(name)
+        assert d["version"] and "calibration" in d
+        assert technology_from_dict(d).name == name == t.name
+
+
+def test_backend_records_and_cli(tmp_path):
+    rec = {"id": "x", "layer": {"name": "pw", "kind": "pointwise", "C": 40, "M": 240, "R": 1, "S": 1, "P": 28, "Q": 28,
+                                "stride": 1, "groups": 1, "macs": 7526400}, "input_bits": 8, "weight_bits": 8,
+           "hw": {"voltage": 0.7, "bits_per_cell": 4, "base_latency_s": 4e-9, "rows": 128, "cols": 128,
+                  "router_group": 8, "tiles": 16, "macros_per_tile": 16, "glb_depth_words": 32768},
+           "status": "ok", "result": {"energy_J": -1.0}}
+    sram = json.loads(json.dumps(rec))
+    sram["id"] = "s"
+    sram["hw"].update({"cell": "sram_sinangil_jssc_2021.cell.yaml", "technology_nm": 7, "adc_bits": 6, "bits_per_cell": 1})
+    out = get_backend("analytic").evaluate_records([rec, sram])
+    r = out[0]["result"]
+    assert out[0]["status"] == "ok" and r["energy_J"] > 0
+    np.testing.assert_allclose(r["latency_s"], r["cycles"] * r["cycle_seconds"], rtol=1e-6)
+    np.testing.assert_allclose(sum(r["energy_breakdown_J"].values()), r["energy_J"], rtol=1e-6)
+    np.testing.assert_allclose(sum(r["area_breakdown_m2"].values()), r["area_m2_total"], rtol=1e-6)
+    assert out[1]["result"]["technology"] == "sram_7nm"
+    assert out[1]["result"]["area_m2_total"] < r["area_m2_total"]
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(json.dumps(rec) + "\n" + json.dumps(sram) + "\n")
+    outp = tmp_path / "out.jsonl"
+    env = {"PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin"}
+    p = subprocess.run([sys.executable, "-m", "cimnas_jax.hw", "--backend=analytic", f"--jobs={jobs}", f"--out={outp}"],
+                       capture_output=True, text=True, env=env, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    lines = [json.loads(l) for l in outp.read_text().splitlines()]
+    assert [l["id"] for l in lines] == ["x", "s"] and lines[0]["result"]["energy_J"] > 0
+    p = subprocess.run([sys.executable, "-m", "cimnas_jax.hw", "--backend=nope", f"--jobs={jobs}", f"--out={outp}"],
+                       capture_output=True, text=True, env=env, cwd=ROOT)
+    assert p.returncode != 0 and "--backend must be one of" in p.stderr
