@@ -275,6 +275,10 @@ def main(argv):
           f"({wall:.1f} s)")
 
 
+UNIT_LABELS = {"energy": "energy (J)", "latency": "latency (s)", "area": "area (mm^2)",
+               "edap": "EDAP (J*s*mm^2)", "edp": "EDP (J*s)", "error": "1 - accuracy"}
+
+
 def _logger(sleep_s: float):
     def log(line: str):
         print(line, flush=True)
@@ -294,7 +298,8 @@ def _plot(algorithm, history, rows, objective, outdir):
         ax.plot(ev, best)
         ax.set_yscale("log")
         ax.set_xlabel("evaluations")
-        ax.set_ylabel(f"best feasible {objective.name}")
+        ax.set_ylabel(f"best feasible {objective.name}"
+                      + (" (J*s*mm^2)" if objective.name == "edap" else ""))
         ax.set_title("GA best-so-far")
         path = os.path.join(outdir, "best_so_far.png")
     else:
@@ -305,11 +310,11 @@ def _plot(algorithm, history, rows, objective, outdir):
             c = [r[f"objective_{t[2]}"] for r in rows] if len(t) > 2 else None
             sc = ax.scatter(x, y, c=c, s=12)
             if c is not None:
-                fig.colorbar(sc, label=t[2])
+                fig.colorbar(sc, label=UNIT_LABELS.get(t[2], t[2]))
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlabel(t[0])
-        ax.set_ylabel(t[1])
+        ax.set_xlabel(UNIT_LABELS.get(t[0], t[0]))
+        ax.set_ylabel(UNIT_LABELS.get(t[1], t[1]))
         ax.set_title(f"NSGA-II archive ({len(rows)} designs)")
         path = os.path.join(outdir, "pareto_front.png")
     fig.tight_layout()
