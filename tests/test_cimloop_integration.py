@@ -6,10 +6,23 @@ from pathlib import Path
 import pytest
 
 from cimnas_jax.cimloop import cimloop_available
+from cimnas_jax.cimloop.backend import CimloopUnavailable, locate
 
 REF = Path(__file__).resolve().parents[2] / "shared" / "cimloop_reference"
 OK, WHY = cimloop_available()
-pytestmark = pytest.mark.skipif(not OK, reason=f"CiMLoop not available: {WHY[:200]}")
+needs_cimloop = pytest.mark.skipif(not OK, reason=f"CiMLoop not available: {WHY[:200]}")
+
+
+def _front_end_available():
+    try:
+        locate()
+        import pytimeloop.timeloopfe.v4  # noqa: F401
+        return True, ""
+    except (CimloopUnavailable, ImportError) as e:
+        return False, str(e)[:200]
+
+
+FE_OK, FE_WHY = _front_end_available()
 
 
 def _pick():
@@ -24,6 +37,45 @@ def _pick():
     return pick
 
 
+@pytest.mark.skipif(not FE_OK, reason=f"CiMLoop front end not available: {FE_WHY}")
+def test_front_end_spec_carries_every_knob(tmp_path):
+    """Build the spec through CiMLoop's models and timeloopfe (no timeloop/accelergy
+    binaries needed) and check the processed input timeloop would receive."""
+    import re
+    import yaml
+    from pytimeloop.timeloopfe.common.backend_calls import _pre_call
+    from cimnas_jax.cimloop.backend import build_spec
+    from cimnas_jax.cimloop.config import CimloopConfig
+    for r in _pick()[:3]:
+        job = tmp_path / r["id"]
+        job.mkdir()
+        spec = build_spec(r, CimloopConfig(models_dir=locate()[0]), str(job))
+        paths, _ = _pre_call(spec, str(job), None, for_model=False)
+        text = open(paths[0]).read()
+        y = yaml.safe_load(text)
+        lay, hw = r["layer"], r["hw"]
+        inst = y["problem"]["instance"]
+        s = lay["stride"]
+        assert inst["Hstride"] == s and inst["Wstride"] == s
+        assert (inst["P"], inst["Q"], inst["R"], inst["S"]) == (lay["P"], lay["Q"], lay["R"], lay["S"])
+        if lay["kind"] == "depthwise":
+            assert (inst["G"], inst["C"], inst["M"]) == (lay["C"], 1, 1)
+        else:
+            assert (inst["C"], inst["M"]) == (lay["C"], lay["M"])
+        n_macros = hw["router_group"] * hw["tiles"] * hw["macros_per_tile"]
+        assert re.search(rf"name: adc\[1\.\.{n_macros}\]", text)
+        assert re.search(rf"name: cim_unit\[1\.\.{n_macros * hw['rows'] * hw['cols']}\]", text)
+        glb = text[text.find("name: glb["):][:400]
+        assert f"depth: {hw['glb_depth_words']}" in glb
+        adc = text[text.find("name: adc["):][:1500]
+        assert f"rows: {hw['rows']}" in adc and f"cols: {hw['cols']}" in adc
+        assert f"temporal_dac_bits: {r['input_bits']}" in adc and "n_adcs: 16" in adc
+        cyc = float(re.search(r"cycle_seconds: ([0-9.e+-]+)", adc).group(1))
+        assert cyc == pytest.approx(hw["base_latency_s"] / hw["voltage"], rel=1e-9)
+        assert "rram_neurosim_default.cell.yaml" in adc
+
+
+@needs_cimloop
 def test_reproduces_reference_layer_records_within_1_percent(tmp_path):
     from cimnas_jax.cimloop import CimloopBackend
     recs = _pick()

@@ -166,42 +166,60 @@ def parse_output(stats, record: Mapping) -> dict:
     }
 
 
+def _config_from_dict(config: Mapping) -> CimloopConfig:
+    return CimloopConfig(**{**config, "fixed_variables": tuple(
+        tuple(kv) for kv in config["fixed_variables"])})
+
+
+def build_spec(record: Mapping, cfg: CimloopConfig, job_dir: str):
+    """CiMLoop spec for one layer record, built through CiMLoop's own front end.
+
+    Writes the workload file into ``job_dir``; returns a timeloopfe v4 Specification with
+    the record's variables and node attributes set (``scripts/utils.py:get_spec`` +
+    ``run_layer`` with a per-job workload file instead of a shared one).
+    """
+    models_dir, scripts_dir = locate(cfg.models_dir)
+    if scripts_dir not in sys.path:
+        sys.path.insert(0, scripts_dir)
+    import pytimeloop.timeloopfe.v4 as tl  # lazy: only where CiMLoop runs
+    from processors import ArrayProcessor  # CiMLoop's own spec processor
+
+    inputs = spec_inputs(record, cfg)
+    layer_path = os.path.join(job_dir, "layer.yaml")
+    with open(layer_path, "w") as f:
+        f.write(workload_yaml(record["layer"],
+                              os.path.join(models_dir, "workloads", "problem_base.yaml"),
+                              name=record["layer"].get("name", "layer")))
+    jinja = {**inputs["jinja_parse_data"], **inputs["get_spec"],
+             "iso": inputs["get_spec"]["macro"], "layer": layer_path}
+    spec = tl.Specification.from_yaml_files(
+        os.path.join(models_dir, "top.yaml.jinja2"), processors=[ArrayProcessor],
+        jinja_parse_data=jinja)
+    variables = inputs["variables"]
+    spec.variables.update(variables)
+    for k in list(spec.variables.keys()):  # keep set values first (as run_layer does)
+        if k not in variables:
+            spec.variables[k] = spec.variables.pop(k)
+    for path, value in inputs["attributes"].items():
+        _set_attribute(spec, path, value)
+    return spec
+
+
 def evaluate_layer(record: Mapping, config: Mapping) -> dict:
     """Run CiMLoop on one layer record (called in a worker process).
 
     ``config``: CimloopConfig fields as a dict (picklable), models_dir included.
     Raises on any failure (e.g. timeloop finding no valid mapping).
     """
-    cfg = CimloopConfig(**{**config, "fixed_variables": tuple(config["fixed_variables"])})
-    models_dir, scripts_dir = locate(cfg.models_dir)
-    if scripts_dir not in sys.path:
-        sys.path.insert(0, scripts_dir)
-    import pytimeloop.timeloopfe.v4 as tl  # lazy: only in workers
-    from processors import ArrayProcessor  # CiMLoop's own spec processor
+    import pytimeloop.timeloopfe.v4 as tl
 
-    inputs = spec_inputs(record, cfg)
+    cfg = _config_from_dict(config)
     root = os.path.join(JOB_ROOT, str(os.getpid()))
     os.makedirs(root, exist_ok=True)
     job_dir = tempfile.mkdtemp(prefix="job_", dir=root)
     t0 = time.perf_counter()
     try:
-        layer_path = os.path.join(job_dir, "layer.yaml")
-        with open(layer_path, "w") as f:
-            f.write(workload_yaml(record["layer"],
-                                  os.path.join(models_dir, "workloads", "problem_base.yaml"),
-                                  name=record["layer"].get("name", "layer")))
-        jinja = {**inputs["jinja_parse_data"], **inputs["get_spec"],
-                 "iso": inputs["get_spec"]["macro"], "layer": layer_path}
-        spec = tl.Specification.from_yaml_files(
-            os.path.join(models_dir, "top.yaml.jinja2"), processors=[ArrayProcessor],
-            jinja_parse_data=jinja)
-        variables = inputs["variables"]
-        spec.variables.update(variables)
-        for k in list(spec.variables.keys()):  # keep set values first (as run_layer does)
-            if k not in variables:
-                spec.variables[k] = spec.variables.pop(k)
-        for path, value in inputs["attributes"].items():
-            _set_attribute(spec, path, value)
+        spec = build_spec(record, cfg, job_dir)
         stats = tl.call_mapper(specification=spec, output_dir=job_dir,
                                log_to=os.path.join(job_dir, "timeloop-mapper.log"))
         result = parse_output(stats, record)
@@ -261,5 +279,5 @@ def cimloop_available(models_dir: str | None = None) -> tuple[bool, str]:
         return False, str(e)
 
 
-__all__ = ["CimloopBackend", "CimloopUnavailable", "check_installation", "cimloop_available",
+__all__ = ["build_spec", "CimloopBackend", "CimloopUnavailable", "check_installation", "cimloop_available",
            "evaluate_layer", "get_cimloop_backend", "locate", "parse_output"]
