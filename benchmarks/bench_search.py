@@ -30,13 +30,23 @@ from absl import app, flags, logging
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+# XLA:CPU runs our small per-generation kernels faster on one thread than split over the
+# 2 cores (no thread hand-offs; pymoo/numpy is single-threaded too). Must be set before
+# jax is imported; --noxla_single_thread (or a preset XLA_FLAGS) leaves XLA's default.
+if "--noxla_single_thread" not in sys.argv and "XLA_FLAGS" not in os.environ:
+    os.environ["XLA_FLAGS"] = ("--xla_cpu_multi_thread_eigen=false "
+                               "intra_op_parallelism_threads=1")
+
 FLAGS = flags.FLAGS
+flags.DEFINE_bool("xla_single_thread", True, "CPU: run XLA single-threaded (set before "
+                  "jax is imported; see top of file)")
 flags.DEFINE_list("parts", ["speed", "quality"], "speed and/or quality")
 flags.DEFINE_string("space", "mbv2_rram", "search space")
 flags.DEFINE_integer("population", 1000, "population for the speed part")
 flags.DEFINE_integer("generations", 200, "our generations timed per speed measurement")
 flags.DEFINE_integer("chunk", 50, "our generations per lax.scan chunk")
 flags.DEFINE_integer("pymoo_generations", 6, "pymoo generations timed per speed measurement")
+flags.DEFINE_list("speed_cases", ["linear", "analytic_hw"], "speed part: fitnesses to time")
 flags.DEFINE_bool("mlp_fitness", False, "speed part: 3x400 MLP fitness instead of linear/analytic")
 flags.DEFINE_bool("skip_pymoo", False, "speed part: ours only (e.g. on a GPU without pymoo)")
 flags.DEFINE_integer("quality_population", 150, "quality part: population (CIMNAS: 150)")
@@ -138,8 +148,9 @@ def main(argv):
 
     sp = get_space(FLAGS.space)
     out = {"device": str(jax.devices()[0]), "backend": jax.default_backend(),
-           "population": FLAGS.population}
-    print(f"device {out['device']} ({jax.default_backend()}, {jax.local_device_count()} devices)")
+           "population": FLAGS.population, "xla_flags": os.environ.get("XLA_FLAGS", "")}
+    print(f"device {out['device']} ({jax.default_backend()}, {jax.local_device_count()} devices)"
+          f"  XLA_FLAGS={out['xla_flags']!r}")
     edap = Objective.single("edap", Constraints(capacity=True, area_limit_mm2=800.0))
     energy = Objective.single("energy", Constraints(capacity=False, area_limit_mm2=None))
     pop = FLAGS.population
@@ -147,9 +158,12 @@ def main(argv):
         if FLAGS.mlp_fitness:
             cases = [("mlp_3x400", fit.mlp_fitness(sp), energy)]
         else:
-            cases = [("linear", fit.linear_fitness(sp), energy),
-                     ("analytic_hw", fit.hardware_fitness(sp, fit.constant_accuracy_hardware_only()),
-                      edap)]
+            cases = []
+            if "linear" in FLAGS.speed_cases:
+                cases.append(("linear", fit.linear_fitness(sp), energy))
+            if "analytic_hw" in FLAGS.speed_cases:
+                cases.append(("analytic_hw", fit.hardware_fitness(
+                    sp, fit.constant_accuracy_hardware_only()), edap))
         for name, fn, obj in cases:
             best, ev, steady, first, steady_ev = _ours(sp, fn, obj, pop, FLAGS.generations,
                                                        FLAGS.chunk, 0)

@@ -28,6 +28,7 @@ ALGORITHMS = ("ga", "nsga2")
 FITNESSES = ("analytic", "linear", "mlp")
 ACCURACIES = ("constant",)
 CROSSOVERS = ("uniform", "group", "none")
+MUTATIONS = ("sparse", "dense")
 RNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
 
 FLAGS = flags.FLAGS
@@ -54,6 +55,8 @@ flags.DEFINE_integer("generations", 100, "generations in total (>= 1)")
 flags.DEFINE_integer("chunk", 10, "generations per lax.scan chunk: log + checkpoint after each")
 flags.DEFINE_integer("seed", 1, "random seed")
 flags.DEFINE_string("crossover", "uniform", f"one of {CROSSOVERS}")
+flags.DEFINE_string("mutation", "sparse", f"one of {MUTATIONS}: sparse = 8 candidate sites "
+                    "per child (mean rate x genes mutations), dense = one coin per gene")
 flags.DEFINE_float("crossover_prob", 0.9, "probability a mating uses crossover, in [0, 1]")
 flags.DEFINE_float("mutation_rate", 0.0, "per-gene mutation probability in [0, 1] "
                    "(0 = 1.5 / number of genes)")
@@ -95,6 +98,7 @@ def check_flags(v: dict) -> dict:
     enum("fitness", FITNESSES)
     enum("accuracy", ACCURACIES)
     enum("crossover", CROSSOVERS)
+    enum("mutation", MUTATIONS)
     enum("rng_impl", RNG_IMPLS)
     for name, lo in (("population", 2), ("generations", 1), ("chunk", 1), ("archive_size", 2),
                      ("top", 1)):
@@ -160,7 +164,7 @@ def main(argv):
     names = [n for n in FLAGS if n in {
         "space", "algorithm", "objective", "coefficients", "bounds", "area_limit_mm2",
         "accuracy_floor", "capacity", "fitness", "accuracy", "accuracy_value", "population",
-        "offspring", "generations", "chunk", "seed", "crossover", "crossover_prob",
+        "offspring", "generations", "chunk", "seed", "crossover", "mutation", "crossover_prob",
         "mutation_rate", "archive_size", "rng_impl", "top", "checkpoint_dir", "output_dir",
         "resume"}]
     v = {n: FLAGS[n].value for n in names}
@@ -184,7 +188,8 @@ def main(argv):
         fitness_fn = fit.linear_fitness(sp)
     else:
         fitness_fn = fit.mlp_fitness(sp)
-    kw = dict(num_offspring=v["offspring"] or None, crossover=v["crossover"])
+    kw = dict(num_offspring=v["offspring"] or None, crossover=v["crossover"],
+              mutation=v["mutation"])
     if v["algorithm"] == "ga":
         algo = GA(sp, v["population"], **kw)
     else:
@@ -195,7 +200,7 @@ def main(argv):
         params = params.replace(mutation_rate=v["mutation_rate"])
     params = params.replace(crossover_prob=v["crossover_prob"])
     config = {k: v[k] for k in ("space", "algorithm", "fitness", "accuracy", "accuracy_value",
-                                "crossover", "area_limit_mm2", "accuracy_floor", "capacity")}
+                                "crossover", "mutation", "area_limit_mm2", "accuracy_floor", "capacity")}
     config.update(crossover_prob=float(params.crossover_prob),
                   mutation_rate=float(params.mutation_rate))
     search = Search(algo, fitness_fn, objective, params, rng_impl=v["rng_impl"], config=config)

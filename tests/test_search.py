@@ -42,10 +42,27 @@ def test_mutation_stays_in_range_and_changes_genes():
     assert bool(jnp.all(SP.in_range(some)))
 
 
+def test_sparse_mutation_in_range_with_requested_rate():
+    nc = SP.n_choices
+    g = SP.sample(jax.random.key(6), 4000)
+    words = jax.random.bits(jax.random.key(7), (4000, 16), jnp.uint32)
+    rate = 1.5 / SP.n_genes
+    m = ops.mutate_sparse(g, words, nc, rate, 8)
+    assert bool(jnp.all(SP.in_range(m)))
+    changed = np.asarray(m != g)
+    assert not changed[:, nc == 1].any()
+    # mean changed genes per child ~ rate * G (= 1.5), minus rare double hits on one gene
+    assert 1.35 < changed.sum(1).mean() < 1.6, changed.sum(1).mean()
+    # sites are spread over the genome (every gene with >1 choice mutated somewhere)
+    assert changed[:, nc > 1].any(axis=0).all()
+    full = ops.mutate_sparse(g, words, nc, 1.0, 8)      # p = 1: 8 sites per child
+    assert bool(jnp.all(SP.in_range(full)))
+
+
 @pytest.mark.parametrize("crossover", ["uniform", "group"])
 def test_offspring_in_range_and_genes_from_parents(crossover):
     pop = SP.sample(jax.random.key(2), 64)
-    bits = jax.random.bits(jax.random.key(3), (500, SP.n_genes + ops.N_EXTRA), jnp.uint32)
+    bits = jax.random.bits(jax.random.key(3), (500, ops.n_words(SP.n_genes)), jnp.uint32)
     child = ops.make_offspring(bits, pop, SP.n_choices, SP.group_ids, crossover, 1.0, 0.0)
     assert bool(jnp.all(SP.in_range(child)))
     # without mutation every gene equals that gene of some population member

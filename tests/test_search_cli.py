@@ -18,7 +18,7 @@ import search as cli  # noqa: E402
 BASE = dict(space="mbv2_rram", algorithm="ga", objective="", coefficients="", bounds="",
             area_limit_mm2=800.0, accuracy_floor=0.0, capacity=True, fitness="analytic",
             accuracy="constant", accuracy_value=1.0, population=150, offspring=0,
-            generations=100, chunk=10, seed=1, crossover="uniform", crossover_prob=0.9,
+            generations=100, chunk=10, seed=1, crossover="uniform", mutation="sparse", crossover_prob=0.9,
             mutation_rate=0.0, archive_size=256, rng_impl="threefry2x32", top=20, checkpoint_dir="",
             output_dir="/tmp/x", resume=False)
 
@@ -29,6 +29,7 @@ BASE = dict(space="mbv2_rram", algorithm="ga", objective="", coefficients="", bo
     ("fitness", "cimloop", "analytic"),
     ("accuracy", "apq", "constant"),
     ("crossover", "sbx", "group"),
+    ("mutation", "pm", "dense"),
     ("rng_impl", "philox", "unsafe_rbg"),
     ("population", 1, ">= 2"),
     ("generations", 0, ">= 1"),

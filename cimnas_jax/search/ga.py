@@ -53,7 +53,8 @@ class GA:
     n_objectives = 1
 
     def __init__(self, space: Any, popsize: int, num_offspring: Optional[int] = None,
-                 crossover: str = "uniform", dedup: bool = True):
+                 crossover: str = "uniform",
+                 mutation: str = "sparse", mutation_slots: int = 8, dedup: bool = True):
         if crossover not in ops.CROSSOVERS:
             raise ValueError(f"crossover must be one of {ops.CROSSOVERS}, got {crossover!r}")
         if popsize < 2:
@@ -62,6 +63,10 @@ class GA:
         self.popsize = int(popsize)
         self.num_offspring = int(num_offspring or popsize)
         self.crossover = crossover
+        if mutation not in ops.MUTATIONS:
+            raise ValueError(f"mutation must be one of {ops.MUTATIONS}, got {mutation!r}")
+        self.mutation = mutation
+        self.mutation_slots = int(mutation_slots)
         self.dedup = dedup
         self.n_genes = int(space.n_genes)
         self.n_choices = np.asarray(space.n_choices, np.int32)
@@ -79,9 +84,11 @@ class GA:
                        generation=jnp.zeros((), jnp.int32))
 
     def _offspring(self, key, population, params):
-        bits = jax.random.bits(key, (self.num_offspring, self.n_genes + ops.N_EXTRA), jnp.uint32)
+        nw = ops.n_words(self.n_genes, self.mutation, self.mutation_slots)
+        bits = jax.random.bits(key, (self.num_offspring, nw), jnp.uint32)
         return ops.make_offspring(bits, population, self.n_choices, self.group_ids,
-                                  self.crossover, params.crossover_prob, params.mutation_rate)
+                                  self.crossover, params.crossover_prob, params.mutation_rate,
+                                  self.mutation, self.mutation_slots)
 
     def ask(self, key, state: GAState, params: GAParams):
         """Candidates to evaluate: the initial population at generation 0, else offspring."""

@@ -38,6 +38,7 @@ class NSGA2:
 
     def __init__(self, space: Any, popsize: int, n_objectives: int,
                  num_offspring: Optional[int] = None, crossover: str = "uniform",
+                 mutation: str = "sparse", mutation_slots: int = 8,
                  archive_size: int = 256, dedup: bool = True):
         if crossover not in ops.CROSSOVERS:
             raise ValueError(f"crossover must be one of {ops.CROSSOVERS}, got {crossover!r}")
@@ -48,6 +49,10 @@ class NSGA2:
         self.num_offspring = int(num_offspring or popsize)
         self.n_objectives = int(n_objectives)
         self.crossover = crossover
+        if mutation not in ops.MUTATIONS:
+            raise ValueError(f"mutation must be one of {ops.MUTATIONS}, got {mutation!r}")
+        self.mutation = mutation
+        self.mutation_slots = int(mutation_slots)
         self.archive_size = int(archive_size)
         self.dedup = dedup
         self.n_genes = int(space.n_genes)
@@ -76,11 +81,11 @@ class NSGA2:
             first = lambda: jnp.asarray(self.space.sample(key, self.num_offspring), jnp.int32)
 
         def offspring():
-            bits = jax.random.bits(key, (self.num_offspring, self.n_genes + ops.N_EXTRA),
-                                   jnp.uint32)
+            nw = ops.n_words(self.n_genes, self.mutation, self.mutation_slots)
+            bits = jax.random.bits(key, (self.num_offspring, nw), jnp.uint32)
             return ops.make_offspring(bits, state.population, self.n_choices, self.group_ids,
                                       self.crossover, params.crossover_prob,
-                                      params.mutation_rate)
+                                      params.mutation_rate, self.mutation, self.mutation_slots)
 
         return jax.lax.cond(state.generation == 0, first, offspring), state
 
