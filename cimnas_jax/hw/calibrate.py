@@ -27,11 +27,11 @@ TECH_META = {
 }
 INIT = {
     "ln_e_cim": -33.24, "cim_slice_a": 1 / 3, "cim_slice_b": 4 / 3, "cim_v_exp": 0.0,
-    "ln_e_row": -35.0, "row_cols_exp": 0.9,
+    "ln_e_row": -35.0, "row_cols_exp": 0.9, "row_pulse_exp": 1.0, "row_ib_exp": 0.0,
     "adc_e0": -0.693, "adc_lnf_shift": -2.77, "adc_fom_icpt": 302.74, "adc_fom_slope": 6.46, "adc_fom_max": 180.14,
     "adc_a0": 4.85, "adc_a_f": 0.0667, "adc_a_e": 0.4237, "adc_a_b": 0.453, "adc_a_t": 0.797,
-    "ln_e_col": -48.0, "ln_e_ibuf": -40.0, "ibuf_ct_exp": 0.5, "ibuf_size_exp": 0.3,
-    "ln_e_obuf": -35.0, "obuf_size_exp": 0.3, "ln_e_router_in": -30.0, "ln_e_router_out": -30.0,
+    "ln_e_col": -48.0, "ln_e_ibuf": -40.0, "ibuf_ib_exp": 1.0, "ibuf_ct_exp": 0.5, "ibuf_size_exp": 0.3,
+    "ln_e_obuf": -35.0, "obuf_rt_exp": 1.0, "obuf_sl_exp": 1.0, "obuf_size_exp": 0.3, "ln_e_router_in": -30.0, "ln_e_router_out": -30.0,
     "ln_e_glb_in": -26.6, "ln_e_glb_out": -26.2, "glb_e1": 0.44, "glb_e2": 0.01, "glb_fp_exp": 1.0,
     "glb_fq_exp": 1.0, "glb_fp_exp_dw": 1.0, "glb_fq_exp_dw": 1.0, "glb_fp_exp_t": 1.0, "glb_fq_exp_t": 1.0, "glb_tm_exp": 0.0, "glb_psum": 1.0,
     "ln_a_row": -26.25, "ln_a_col": -26.5, "col_cols_exp": 0.667, "col_sl_exp": 0.333, "ln_a_router": -17.8,
@@ -44,6 +44,7 @@ E_INTERCEPT = {"cim_unit": ["ln_e_cim"], "row_drivers": ["ln_e_row"], "column_dr
                "router": ["ln_e_router_in", "ln_e_router_out"], "glb": ["ln_e_glb_in", "ln_e_glb_out"]}
 A_INTERCEPT = {"row_drivers": ["ln_a_row"], "column_drivers": ["ln_a_col"], "adc": ["adc_a0"],
                "input_buffer": ["ibuf_a0"], "output_buffer": ["obuf_a0"], "router": ["ln_a_router"]}
+E_TOTAL_WEIGHT = 4.0  # weight of the (Huber) total-energy term vs the per-component terms
 NOT_FITTED = ("ok_theta", "adc_a_t", "adc_a_b")  # no resolution/node variation in the data
 
 FLAGS = flags.FLAGS
@@ -156,7 +157,8 @@ def fit(name, train, steps, log=print, lbfgs_steps=400):
             l += w * jnp.mean((jnp.log(out["area"][k]) - lref_a[k]) ** 2)
         etot = jnp.log(sum(out["energy"].values()))
         atot = jnp.log(sum(out["area"].values()))
-        l += 4.0 * jnp.mean((etot - le_tot) ** 2) + 4.0 * jnp.mean((atot - la_tot) ** 2)
+        l += E_TOTAL_WEIGHT * jnp.mean(optax.huber_loss(etot - le_tot, delta=0.1)) * 20.0
+        l += 4.0 * jnp.mean((atot - la_tot) ** 2)
         return l
 
     sched = optax.cosine_decay_schedule(0.03, steps, alpha=0.03)

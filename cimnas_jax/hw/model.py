@@ -144,12 +144,14 @@ def layer_model(tech: Technology, layers, hw, adc_bits=None):
     glb_scale = jnp.exp(c["glb_e1"] * ld + c["glb_e2"] * ld ** 2)
     en = {
         "cim_unit": jnp.exp(c["ln_e_cim"]) * macs * pulses * slice_factor(c, wb, bpc) * V ** c["cim_v_exp"],
-        "row_drivers": jnp.exp(c["ln_e_row"]) * row_inputs * ct * pulses * cols ** c["row_cols_exp"] * V2,
+        "row_drivers": jnp.exp(c["ln_e_row"]) * row_inputs * ct * pulses ** c["row_pulse_exp"] * ib ** c["row_ib_exp"]
+        * cols ** c["row_cols_exp"] * V2,
         "column_drivers": jnp.exp(c["ln_e_col"]) * convs * V2,
         "adc": convs * adc_e * V2,
-        "input_buffer": jnp.exp(c["ln_e_ibuf"]) * row_inputs * ib * ct ** c["ibuf_ct_exp"]
+        "input_buffer": jnp.exp(c["ln_e_ibuf"]) * row_inputs * ib ** c["ibuf_ib_exp"] * ct ** c["ibuf_ct_exp"]
         * (rows * mpt) ** c["ibuf_size_exp"],
-        "output_buffer": jnp.exp(c["ln_e_obuf"]) * convs * OUTPUT_BITS * (cols * mpt) ** c["obuf_size_exp"],
+        "output_buffer": jnp.exp(c["ln_e_obuf"]) * outs * OUTPUT_BITS * rt ** c["obuf_rt_exp"]
+        * slices ** c["obuf_sl_exp"] * (cols * mpt) ** c["obuf_size_exp"],
         "router": jnp.exp(c["ln_e_router_in"]) * in_traffic + jnp.exp(c["ln_e_router_out"]) * out_traffic,
         "glb": glb_scale * (jnp.exp(c["ln_e_glb_in"]) * in_traffic + jnp.exp(c["ln_e_glb_out"]) * out_traffic),
     }

@@ -23,12 +23,13 @@ COEFFICIENT_NAMES = (
     # array read energy per (MAC x input pulse x weight slice) and partial-slice factor
     "ln_e_cim", "cim_slice_a", "cim_slice_b", "cim_v_exp",
     # row drivers: per (input x column tile x pulse), grows with columns driven; V^2
-    "ln_e_row", "row_cols_exp",
+    "ln_e_row", "row_cols_exp", "row_pulse_exp", "row_ib_exp",
     # ADC (accelergy ADC plug-in form): per-conversion energy from Schreier FOM, area regression
     "adc_e0", "adc_lnf_shift", "adc_fom_icpt", "adc_fom_slope", "adc_fom_max",
     "adc_a0", "adc_a_f", "adc_a_e", "adc_a_b", "adc_a_t",
     # column drivers (~0 in CiMLoop), tile buffers, router, global buffer energies
-    "ln_e_col", "ln_e_ibuf", "ibuf_ct_exp", "ibuf_size_exp", "ln_e_obuf", "obuf_size_exp",
+    "ln_e_col", "ln_e_ibuf", "ibuf_ib_exp", "ibuf_ct_exp", "ibuf_size_exp",
+    "ln_e_obuf", "obuf_rt_exp", "obuf_sl_exp", "obuf_size_exp",
     "ln_e_router_in", "ln_e_router_out",
     "ln_e_glb_in", "ln_e_glb_out", "glb_e1", "glb_e2", "glb_fp_exp", "glb_fq_exp", "glb_fp_exp_dw", "glb_fq_exp_dw",
     "glb_fp_exp_t", "glb_fq_exp_t", "glb_tm_exp", "glb_psum",
