@@ -61,12 +61,16 @@ def mutate_from_bits(genes, words, n_choices, rate_threshold):
     return jnp.where(do, new, genes)
 
 
-def mutate_sparse(genes, words, n_choices, rate, slots: int):
+def mutate_sparse(genes, words, n_choices, rate, slots: int, ordinal: bool = True):
     """Sparse categorical mutation: ``slots`` candidate sites per child.
 
     Each slot picks a gene uniformly (low 16 bits of word a), fires with probability
     p = min(1, rate * G / slots) (high 16 bits of word a) and moves that gene to a
-    different index (high 16 bits of word b, as in ``mutate_from_bits``). The number of
+    different index: with ``ordinal`` half of the moves (bit 0 of word b) are a step to a
+    neighbouring index (+-1, bit 1; reflected at the ends) -- the choices of every gene in
+    these spaces are ordered (voltages, sizes, bit widths), so small steps refine -- and the
+    other half (or all, without ``ordinal``) a uniform draw among the other n-1 indices
+    (high 16 bits of word b, as in ``mutate_from_bits``). The number of
     mutated genes is Binomial(slots, p) with mean rate * G (for rate <= slots / G), so the
     per-gene rate matches the dense operator while drawing 2 * slots words instead of G.
     words uint32[P, 2 * slots].
@@ -76,13 +80,22 @@ def mutate_sparse(genes, words, n_choices, rate, slots: int):
     prob = jnp.minimum(jnp.asarray(rate, jnp.float32) * g / slots, 1.0)
     thr = jnp.clip(jnp.round(prob * 65536.0), 0, 65536).astype(jnp.uint32)
     iota = jnp.arange(g, dtype=jnp.int32)[None, :]
+    step_thr = jnp.uint32(1 if ordinal else 0)
     for k in range(slots):
         a, b = words[:, 2 * k], words[:, 2 * k + 1]
         pos = (((a & jnp.uint32(0xFFFF)) * jnp.uint32(g)) >> 16).astype(jnp.int32)
         fire = (a >> 16) < thr
         n = nc[pos]
-        delta = (1 + (((b >> 16) * (n - 1).astype(jnp.uint32)) >> 16)).astype(jnp.int32)
+        uni = (1 + (((b >> 16) * (n - 1).astype(jnp.uint32)) >> 16)).astype(jnp.int32)
+        # ordinal step: +-1 index (direction: bit 1 of b), reflected at the ends; as an
+        # offset modulo n: +1 -> 1, -1 -> n-1; at old = 0 / n-1 the step goes inward
+        step = (b & jnp.uint32(1)) < step_thr
+        up = (b & jnp.uint32(2)) > 0
         hit = (iota == pos[:, None]) & fire[:, None]
+        old = jnp.take_along_axis(genes, pos[:, None], axis=1)[:, 0]
+        up = jnp.where(old == 0, True, jnp.where(old == n - 1, False, up))
+        delta = jnp.where(step, jnp.where(up, 1, n - 1), uni)
+        delta = jnp.where(n > 1, delta, 0)
         s = genes + delta[:, None]
         s = jnp.where(s >= n[:, None], s - n[:, None], s)
         genes = jnp.where(hit, s, genes)
