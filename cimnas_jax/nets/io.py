@@ -1,0 +1,60 @@
+"""Export / load a trained supernet: params.msgpack (flax msgpack, float32 params only; BN
+statistics are re-estimated per subnet) + MANIFEST.json (config and how it was trained)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import flax.serialization
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cimnas_jax.nets.config import SupernetConfig
+from cimnas_jax.nets.supernet import Supernet, param_shapes
+
+PARAMS_FILE = "params.msgpack"
+MANIFEST_FILE = "MANIFEST.json"
+DEFAULT_SUPERNET_DIR = Path(__file__).resolve().parents[2] / "surrogates" / "supernet_fmnist"
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_supernet(out_dir, params, cfg: SupernetConfig, manifest: dict) -> None:
+    """Write params + manifest atomically; manifest gets the config under 'config'."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    host = jax.tree.map(lambda a: np.asarray(a, np.float32), params)
+    _atomic_write(out / PARAMS_FILE, flax.serialization.msgpack_serialize(host))
+    m = dict(manifest, config=cfg.to_dict())
+    _atomic_write(out / MANIFEST_FILE, (json.dumps(m, indent=2, sort_keys=True) + "\n").encode())
+
+
+def load_supernet(path=None):
+    """(model, params, cfg, manifest) from a folder written by save_supernet
+    (default: the shipped surrogates/supernet_fmnist)."""
+    d = Path(path) if path else DEFAULT_SUPERNET_DIR
+    if not (d / PARAMS_FILE).exists() or not (d / MANIFEST_FILE).exists():
+        raise FileNotFoundError(f"--supernet_dir: {d} lacks {PARAMS_FILE} / {MANIFEST_FILE}; train one with "
+                                "experiments/train_supernet.py --export_dir=<folder>")
+    manifest = json.loads((d / MANIFEST_FILE).read_text())
+    cfg = SupernetConfig.from_dict(manifest["config"])
+    template = param_shapes(cfg)
+    raw = flax.serialization.msgpack_restore((d / PARAMS_FILE).read_bytes())
+    params = flax.serialization.from_state_dict(template, raw)
+    bad = [f"{jax.tree_util.keystr(p)}: {a.shape} vs {t.shape}" for (p, a), t in
+           zip(jax.tree_util.tree_flatten_with_path(params)[0], jax.tree.leaves(template))
+           if tuple(a.shape) != tuple(t.shape)]
+    if bad:
+        raise ValueError(f"{d / PARAMS_FILE} does not match its MANIFEST config: {bad[:3]}")
+    params = jax.tree.map(jnp.asarray, params)
+    return Supernet(cfg), params, cfg, manifest

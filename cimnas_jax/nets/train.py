@@ -1,0 +1,88 @@
+"""Quantization-aware supernet training (sandwich rule + in-place distillation) and
+subnet fine-tuning.  Pure jitted steps over a flax.struct TrainState; host loops live in
+experiments/train_supernet.py and experiments/finetune.py.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from cimnas_jax.nets.arch import largest_arch, random_arch, smallest_arch, stack_archs, to_device
+from cimnas_jax.nets.config import ARCH_KEYS
+from cimnas_jax.nets.supernet import Supernet
+
+
+@flax.struct.dataclass
+class TrainState:
+    """params + optimizer state + global step (int32 scalar)."""
+
+    step: jax.Array
+    params: dict
+    opt_state: optax.OptState
+
+
+def make_optimizer(total_steps: int, peak_lr: float = 3e-3, weight_decay: float = 5e-5,
+                   warmup_frac: float = 0.05) -> optax.GradientTransformation:
+    """AdamW with linear warm-up then cosine decay to ~0 over ``total_steps`` (one-cycle-like)."""
+    sched = optax.warmup_cosine_decay_schedule(
+        init_value=peak_lr / 25.0, peak_value=peak_lr,
+        warmup_steps=max(1, int(warmup_frac * total_steps)), decay_steps=max(2, total_steps),
+        end_value=peak_lr * 1e-3)
+    return optax.chain(optax.clip_by_global_norm(5.0), optax.adamw(sched, weight_decay=weight_decay))
+
+
+def init_state(params, tx: optax.GradientTransformation) -> TrainState:
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+
+def sandwich_archs(seed: int, step: int, n_random: int = 2) -> dict:
+    """Subnets of one sandwich step, deterministic in (seed, step) so resumption is exact:
+    [largest @ 8 bit, smallest @ 4 bit, n_random random subnets with random bits]."""
+    rng = np.random.default_rng([seed, step])
+    archs = [largest_arch(8), smallest_arch(4)]
+    archs += [random_arch(rng) for _ in range(n_random)]
+    return stack_archs(archs)
+
+
+def make_train_step(model: Supernet, tx: optax.GradientTransformation, kd_weight: float = 0.5):
+    """jit(step)(state, x [B,H,W,C] float32, y int32[B], archs {k: [K,...]}) -> (state, metrics).
+
+    Loss = mean over the K subnets; subnet 0 is the teacher (plain cross-entropy), the others
+    mix cross-entropy and distillation from the teacher's (stop-gradient) soft labels."""
+
+    def loss_fn(params, x, y, archs):
+        logits = jax.vmap(lambda a: model.apply({"params": params}, x, a, train=True))(archs)
+        logp = jax.nn.log_softmax(logits)                                    # [K,B,C]
+        ce = -jnp.mean(jnp.take_along_axis(logp, y[None, :, None], -1)[..., 0], axis=-1)
+        teacher = jax.lax.stop_gradient(jax.nn.softmax(logits[0]))
+        kd = -jnp.mean(jnp.sum(teacher[None] * logp, -1), -1)               # [K]
+        K = logits.shape[0]
+        w = kd_weight * (jnp.arange(K) > 0)
+        loss = jnp.mean((1.0 - w) * ce + w * kd)
+        acc = jnp.mean(jnp.argmax(logits, -1) == y[None], axis=-1)          # [K]
+        return loss, (ce, acc)
+
+    @jax.jit
+    def step(state: TrainState, x, y, archs):
+        (loss, (ce, acc)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, x, y, archs)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        new = TrainState(step=state.step + 1, params=params, opt_state=opt_state)
+        return new, dict(loss=loss, ce=ce, acc=acc)
+
+    return step
+
+
+def fixed_archs(arch: Mapping, k: int = 1) -> dict:
+    """One subnet repeated k times along a leading axis (fine-tuning uses k = 1)."""
+    return {key: np.stack([np.asarray(arch[key])] * k) for key in ARCH_KEYS}
+
+
+__all__ = ["TrainState", "make_optimizer", "init_state", "sandwich_archs", "make_train_step",
+           "fixed_archs", "to_device"]

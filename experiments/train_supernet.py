@@ -1,0 +1,186 @@
+"""Train the quantization-aware elastic MobileNetV2 supernet (resumable).
+
+Phase 1 (--full_epochs): only the largest subnet at 8 bit.  Phase 2 (--epochs): sandwich rule
+per step -- largest @ 8 bit (teacher), smallest @ 4 bit, 2 random subnets with random
+per-layer bits -- with in-place distillation.  AdamW + warm-up/cosine over both phases.
+Orbax checkpoints in --out_dir/ckpt every --ckpt_every steps and when --max_minutes runs out;
+rerunning the same command continues where it stopped (same batches, same subnets).
+
+  nice python experiments/train_supernet.py --out_dir=/tmp/supernet \
+      --export_dir=surrogates/supernet_fmnist
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from absl import app, flags
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import orbax.checkpoint as ocp  # noqa: E402
+
+from cimnas_jax.data import batches, load_dataset, preprocess  # noqa: E402
+from cimnas_jax.nets.arch import largest_arch, smallest_arch, to_device  # noqa: E402
+from cimnas_jax.nets.config import SupernetConfig  # noqa: E402
+from cimnas_jax.nets.evaluate import SubnetEvaluator  # noqa: E402
+from cimnas_jax.nets.io import save_supernet  # noqa: E402
+from cimnas_jax.nets.supernet import Supernet, init_params  # noqa: E402
+from cimnas_jax.nets.train import (fixed_archs, init_state, make_optimizer,  # noqa: E402
+                                   make_train_step, sandwich_archs)
+
+F = flags.FLAGS
+flags.DEFINE_string("dataset", "fashion_mnist", "fashion_mnist | npz | folder")
+flags.DEFINE_string("data_dir", None, "IDX folder (fashion_mnist), .npz file or image folder")
+flags.DEFINE_string("out_dir", "/tmp/cimnas_supernet", "checkpoints + log (resumable)")
+flags.DEFINE_string("export_dir", None, "if set, write params.msgpack + MANIFEST.json here at the end")
+flags.DEFINE_float("width_mult", 0.35, "channel width multiplier (1.0 = full MobileNetV2)")
+flags.DEFINE_integer("resolution", 32, "input resolution (Fashion-MNIST 28x28 is zero-padded)")
+flags.DEFINE_integer("stem_stride", 2, "first-conv stride (0 = auto: 2 if resolution >= 128 else 1)")
+flags.DEFINE_integer("batch_size", 128, "images per step (every subnet of a step sees the same batch)")
+flags.DEFINE_float("full_epochs", 1.0, "phase 1: epochs of largest-only training")
+flags.DEFINE_float("epochs", 2.0, "phase 2: epochs of sandwich training")
+flags.DEFINE_integer("n_random", 2, "random subnets per sandwich step")
+flags.DEFINE_float("lr", 3e-3, "peak learning rate")
+flags.DEFINE_float("weight_decay", 5e-5, "AdamW weight decay")
+flags.DEFINE_float("kd_weight", 0.5, "distillation weight for non-teacher subnets")
+flags.DEFINE_integer("n_train", 0, "use only the first n training images (0 = all)")
+flags.DEFINE_integer("n_val", 5000, "validation images split off the training set (fixed seed)")
+flags.DEFINE_integer("seed", 0, "init / batch order / subnet sampling seed")
+flags.DEFINE_integer("log_every", 20, "steps between progress lines")
+flags.DEFINE_integer("eval_every", 200, "steps between validation checks (0 = only at the end)")
+flags.DEFINE_integer("n_val_eval", 1000, "validation images per check")
+flags.DEFINE_integer("ckpt_every", 100, "steps between checkpoints")
+flags.DEFINE_float("max_minutes", 0.0, "stop (after checkpointing) after this many minutes; 0 = no limit")
+
+
+def _state_to_tree(state):
+    return {"step": state.step, "params": state.params, "opt_state": state.opt_state}
+
+
+def main(argv):
+    del argv
+    t_start = time.time()
+    out = Path(F.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ds = load_dataset(F.dataset, F.data_dir, F.n_val, F.resolution)
+    x_tr, y_tr = ds.x_train, ds.y_train
+    if F.n_train:
+        x_tr, y_tr = x_tr[:F.n_train], y_tr[:F.n_train]
+    cfg = SupernetConfig(width_mult=F.width_mult, resolution=F.resolution,
+                         in_channels=ds.image_shape[-1], num_classes=ds.num_classes,
+                         stem_stride=F.stem_stride or None)
+    spe = len(x_tr) // F.batch_size
+    n_full, n_sand = int(round(F.full_epochs * spe)), int(round(F.epochs * spe))
+    total = n_full + n_sand
+    if total <= 0:
+        raise ValueError("--full_epochs + --epochs gives no training steps")
+    model = Supernet(cfg)
+    tx = make_optimizer(total, F.lr, F.weight_decay)
+    state = init_state(init_params(cfg, F.seed), tx)
+
+    mngr = ocp.CheckpointManager(str((out / "ckpt").resolve()),
+                                 options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
+    run_info = dict(cfg=cfg.to_dict(), batch_size=F.batch_size, full_epochs=F.full_epochs,
+                    epochs=F.epochs, lr=F.lr, weight_decay=F.weight_decay, kd_weight=F.kd_weight,
+                    n_random=F.n_random, seed=F.seed, n_train=len(x_tr), dataset=ds.name)
+    info_path = out / "run.json"
+    prev = json.loads(info_path.read_text()) if info_path.exists() else None
+    elapsed_before = 0.0
+    if mngr.latest_step() is not None:
+        if prev and prev.get("run") != run_info:
+            raise ValueError(f"{out} holds a run with different settings {prev.get('run')}; "
+                             "use another --out_dir")
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _state_to_tree(state))
+        tree = mngr.restore(mngr.latest_step(), args=ocp.args.StandardRestore(abstract))
+        state = state.replace(step=tree["step"], params=tree["params"], opt_state=tree["opt_state"])
+        elapsed_before = float(prev.get("train_seconds", 0.0)) if prev else 0.0
+        print(f"resumed from step {int(state.step)} of {total}", flush=True)
+
+    def write_info(**extra):
+        d = dict(run=run_info, train_seconds=elapsed_before + time.time() - t_start, **extra)
+        tmp = info_path.with_name("run.json.tmp")
+        tmp.write_text(json.dumps(d, indent=2))
+        os.replace(tmp, info_path)
+
+    write_info(step=int(state.step), total_steps=total)
+    step_fn = make_train_step(model, tx, F.kd_weight)
+    rng_calib = np.random.default_rng(F.seed + 1)
+    calib = preprocess(x_tr[rng_calib.choice(len(x_tr), 512, replace=False)], F.resolution)
+    x_va = preprocess(ds.x_val[:F.n_val_eval], F.resolution)
+
+    ev = SubnetEvaluator(model, state.params, calib, x_va, ds.y_val[:F.n_val_eval])
+
+    def validate(params):
+        ev.params = params  # same compiled function for every check
+        return {name: ev.accuracy(a)["accuracy"] for name, a in
+                (("largest8", largest_arch(8)), ("smallest4", smallest_arch(4)))}
+
+    def save(step):
+        mngr.save(step, args=ocp.args.StandardSave(_state_to_tree(state)), force=True)
+        mngr.wait_until_finished()
+
+    print(f"config {cfg.to_json()}  steps/epoch {spe}  phase1 {n_full}  phase2 {n_sand}  "
+          f"train images {len(x_tr)}", flush=True)
+    s = int(state.step)
+    t_log, n_img_log, n_sub_log, last_val = time.time(), 0, 0, None
+    stopped = False
+    while s < total:
+        epoch, skip = divmod(s, spe)
+        for bi, (xb, yb) in enumerate(batches(x_tr, y_tr, F.batch_size, F.seed, epoch)):
+            if bi < skip:
+                continue
+            archs = fixed_archs(largest_arch(8)) if s < n_full else sandwich_archs(F.seed, s, F.n_random)
+            state, m = step_fn(state, jnp.asarray(preprocess(xb, F.resolution)), jnp.asarray(yb),
+                               to_device(archs))
+            s += 1
+            n_img_log += len(xb)
+            n_sub_log += len(xb) * archs["depths"].shape[0]
+            if s % F.log_every == 0 or s == total:
+                loss = float(m["loss"])
+                dt = time.time() - t_log
+                print(f"step {s}/{total} ep {s / spe:.2f} {'full' if s <= n_full else 'sandwich'} "
+                      f"loss {loss:.4f} acc {np.round(np.asarray(m['acc']), 3).tolist()} "
+                      f"{n_img_log / dt:.1f} img/s ({n_sub_log / dt:.1f} subnet-img/s)", flush=True)
+                t_log, n_img_log, n_sub_log = time.time(), 0, 0
+            if F.eval_every and s % F.eval_every == 0:
+                last_val = validate(state.params)
+                print(f"  val ({F.n_val_eval} img): {last_val}", flush=True)
+                t_log, n_img_log, n_sub_log = time.time(), 0, 0
+            if s % F.ckpt_every == 0:
+                save(s)
+                write_info(step=s, total_steps=total, last_val=last_val)
+            if F.max_minutes and time.time() - t_start > 60 * F.max_minutes:
+                stopped = True
+                break
+            if s >= total:
+                break
+        if stopped:
+            break
+    save(s)
+    write_info(step=s, total_steps=total, last_val=last_val)
+    if s < total:
+        print(f"stopped at step {s}/{total} (--max_minutes); rerun the same command to continue")
+        return
+    last_val = validate(state.params)
+    print(f"final val ({F.n_val_eval} img): {last_val}", flush=True)
+    train_seconds = elapsed_before + time.time() - t_start
+    write_info(step=s, total_steps=total, last_val=last_val, done=True)
+    if F.export_dir:
+        cmd = "python " + " ".join(sys.argv)
+        save_supernet(F.export_dir, state.params, cfg, dict(
+            command=cmd, run=run_info, steps=s, train_seconds=round(train_seconds, 1),
+            final_val=last_val, n_val_eval=F.n_val_eval, jax=jax.__version__,
+            machine=f"{os.cpu_count()}-core CPU ({jax.default_backend()})"))
+        print(f"exported to {F.export_dir}")
+
+
+if __name__ == "__main__":
+    app.run(main)
