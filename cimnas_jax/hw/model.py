@@ -31,6 +31,7 @@ def _softmin(a, b, tau=2.0):
 
 def _interp_loglog(x_ln, knots_ln, vals_ln):
     """Piecewise-linear interpolation in log-log with linear extrapolation at both ends."""
+    knots_ln, vals_ln = jnp.asarray(knots_ln), jnp.asarray(vals_ln)
     n = knots_ln.shape[0]
     i = jnp.clip(jnp.searchsorted(knots_ln, x_ln) - 1, 0, n - 2)
     x0, x1 = knots_ln[i], knots_ln[i + 1]
@@ -135,25 +136,32 @@ def layer_model(tech: Technology, layers, hw, adc_bits=None):
     multi = (T > 1.0) & ~dw
     a_fp = jnp.where(dw, c["glb_fp_exp_dw"], jnp.where(multi, c["glb_fp_exp_t"], c["glb_fp_exp"]))
     a_fq = jnp.where(dw, c["glb_fq_exp_dw"], jnp.where(multi, c["glb_fq_exp_t"], c["glb_fq_exp"]))
-    in_traffic = in_bits * fp ** a_fp * fq ** a_fq * Tm ** c["glb_tm_exp"]
+    # products of powers are evaluated as exp(sum of logs): one exp per term (CPU throughput)
+    ln = jnp.log
+    ln_in_tr = ln(in_bits) + a_fp * ln(fp) + a_fq * ln(fq) + c["glb_tm_exp"] * ln(Tm)
     out_traffic = out_bits * (1.0 + c["glb_psum"] * (Tc - 1.0))
-    V2 = V ** 2
+    ln_out_tr = ln(out_traffic)
+    lnV = ln(V)
+    ln_pulses, ln_ib, ln_ct, ln_rt, ln_sl = ln(pulses), ln(ib), ln(ct), ln(rt), ln(slices)
+    ln_rin, ln_outs = ln(row_inputs), ln(outs)
+    ln_convs = ln_outs + ln_rt + ln_sl
     # --- energies [J]
     adc_e, _ = adc_energy_area(c, tech.node_nm, abits, cols, V, clk)
     ld = jnp.log2(glb_bytes / GLB_REF_BYTES)
-    glb_scale = jnp.exp(c["glb_e1"] * ld + c["glb_e2"] * ld ** 2)
+    ln_glb_scale = c["glb_e1"] * ld + c["glb_e2"] * ld ** 2
+    ex = jnp.exp
     en = {
-        "cim_unit": jnp.exp(c["ln_e_cim"]) * macs * pulses * slice_factor(c, wb, bpc) * V ** c["cim_v_exp"],
-        "row_drivers": jnp.exp(c["ln_e_row"]) * row_inputs * ct * pulses ** c["row_pulse_exp"] * ib ** c["row_ib_exp"]
-        * cols ** c["row_cols_exp"] * V2,
-        "column_drivers": jnp.exp(c["ln_e_col"]) * convs * V2,
-        "adc": convs * adc_e * V2,
-        "input_buffer": jnp.exp(c["ln_e_ibuf"]) * row_inputs * ib ** c["ibuf_ib_exp"] * ct ** c["ibuf_ct_exp"]
-        * (rows * mpt) ** c["ibuf_size_exp"],
-        "output_buffer": jnp.exp(c["ln_e_obuf"]) * outs * OUTPUT_BITS * rt ** c["obuf_rt_exp"]
-        * slices ** c["obuf_sl_exp"] * (cols * mpt) ** c["obuf_size_exp"],
-        "router": jnp.exp(c["ln_e_router_in"]) * in_traffic + jnp.exp(c["ln_e_router_out"]) * out_traffic,
-        "glb": glb_scale * (jnp.exp(c["ln_e_glb_in"]) * in_traffic + jnp.exp(c["ln_e_glb_out"]) * out_traffic),
+        "cim_unit": ex(c["ln_e_cim"] + ln(macs) + ln_pulses + c["cim_v_exp"] * lnV) * slice_factor(c, wb, bpc),
+        "row_drivers": ex(c["ln_e_row"] + ln_rin + ln_ct + c["row_pulse_exp"] * ln_pulses + c["row_ib_exp"] * ln_ib
+                          + c["row_cols_exp"] * ln(cols) + 2.0 * lnV),
+        "column_drivers": ex(c["ln_e_col"] + ln_convs + 2.0 * lnV),
+        "adc": ex(ln_convs + ln(adc_e) + 2.0 * lnV),
+        "input_buffer": ex(c["ln_e_ibuf"] + ln_rin + c["ibuf_ib_exp"] * ln_ib + c["ibuf_ct_exp"] * ln_ct
+                           + c["ibuf_size_exp"] * ln(rows * mpt)),
+        "output_buffer": ex(c["ln_e_obuf"] + ln_outs + jnp.log(OUTPUT_BITS) + c["obuf_rt_exp"] * ln_rt
+                            + c["obuf_sl_exp"] * ln_sl + c["obuf_size_exp"] * ln(cols * mpt)),
+        "router": ex(c["ln_e_router_in"] + ln_in_tr) + ex(c["ln_e_router_out"] + ln_out_tr),
+        "glb": ex(ln_glb_scale + c["ln_e_glb_in"] + ln_in_tr) + ex(ln_glb_scale + c["ln_e_glb_out"] + ln_out_tr),
     }
     for k in tech.absent_components:
         en[k] = jnp.zeros_like(en[k])

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 import flax.struct
-import jax.numpy as jnp
+import numpy as np
 
 TECH_DIR = Path(__file__).resolve().parent / "tech"
 
@@ -50,8 +50,8 @@ class Technology:
     """A node/cell description plus fitted coefficients (pytree: coefficients are leaves)."""
 
     coef: dict
-    glb_ln_bytes: jnp.ndarray   # knots: ln(GLB bytes)
-    glb_ln_area: jnp.ndarray    # ln(GLB area m^2) at the knots
+    glb_ln_bytes: np.ndarray   # knots: ln(GLB bytes)
+    glb_ln_area: np.ndarray    # ln(GLB area m^2) at the knots
     name: str = flax.struct.field(pytree_node=False, default="")
     node_nm: float = flax.struct.field(pytree_node=False, default=32.0)
     cell_type: str = flax.struct.field(pytree_node=False, default="RRAM")
@@ -110,7 +110,7 @@ def technology_from_dict(d: dict, where: str = "<dict>") -> Technology:
         raise TechnologyError(f"technology file {where}: field 'coefficients' must be an object")
     coef = {}
     for k in COEFFICIENT_NAMES:
-        coef[k] = jnp.float32(_num(_need(coefs, k, where + " coefficients"), f"coefficients.{k}", where))
+        coef[k] = np.float32(_num(_need(coefs, k, where + " coefficients"), f"coefficients.{k}", where))
     unknown = sorted(set(coefs) - set(COEFFICIENT_NAMES))
     if unknown:
         raise TechnologyError(f"technology file {where}: unknown field(s) in 'coefficients': {unknown}")
@@ -118,8 +118,9 @@ def technology_from_dict(d: dict, where: str = "<dict>") -> Technology:
     known = ("cim_unit", "row_drivers", "column_drivers", "adc", "input_buffer", "output_buffer", "router", "glb")
     if not isinstance(absent, list) or any(a not in known for a in absent):
         raise TechnologyError(f"technology file {where}: field 'absent_components' must be a list of {list(known)}")
-    return Technology(coef=coef, glb_ln_bytes=jnp.log(jnp.asarray(kb, jnp.float32)),
-                      glb_ln_area=jnp.log(jnp.asarray(ka, jnp.float32)), name=name, node_nm=node,
+    # numpy (not jax) leaves: a technology loaded inside a jit trace must not hold tracers
+    return Technology(coef=coef, glb_ln_bytes=np.log(np.asarray(kb, np.float32)),
+                      glb_ln_area=np.log(np.asarray(ka, np.float32)), name=name, node_nm=node,
                       cell_type=ctype, cell_area_m2=area, max_bits_per_cell=int(mbpc),
                       default_adc_bits=adc, version=version, absent_components=tuple(absent))
 
