@@ -1,0 +1,450 @@
+"""Train, evaluate and ship surrogate sets (hardware + accuracy), or run the new-node study.
+
+Hardware labels come from the analytic model in-process (``cimnas_jax.hw.evaluate_designs``,
+batched and jitted) or from a labelling-pipeline folder (``--labels_dir``, designs.jsonl);
+accuracy labels from the supernet's JSONL files (``--accuracy_labels``). Splits are by
+canonical design hash (80/10/10 train/val/test), so one design never sits in two splits.
+
+  # ship mbv2_rram (writes surrogates/mbv2_rram/rram_32nm/)
+  python experiments/train_surrogates.py --space=mbv2_rram --accuracy_labels=runs/acc/labels.jsonl
+  # ship resnet50_sram7nm (hardware only)
+  python experiments/train_surrogates.py --space=resnet50_sram7nm
+  # new technology node: fine-tune the 32 nm RRAM set on 10..300 labels at 7 nm SRAM
+  python experiments/train_surrogates.py --mode=new_node --space=mbv2_rram --technology=sram_7nm \
+      --source=surrogates/mbv2_rram/rram_32nm --out=surrogates/mbv2_rram/new_node_sram_7nm
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from absl import app, flags
+
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # after PYTHONPATH
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("mode", "train", ["train", "new_node"], "train a set, or run the new-node fine-tuning study")
+flags.DEFINE_string("space", "mbv2_rram", "search space name (cimnas_jax.space registry)")
+flags.DEFINE_string("technology", None, "technology of the hardware labels (default: the space's)")
+flags.DEFINE_string("out", None, "output directory (default surrogates/<space>/<technology>)")
+flags.DEFINE_integer("n_labels", 60000, "designs to sample and label with the analytic model")
+flags.DEFINE_integer("label_seed", 0, "sampling seed of the hardware labels")
+flags.DEFINE_string("labels_dir", None, "labelling-pipeline folder (designs.jsonl) to use instead of in-process labels")
+flags.DEFINE_multi_string("accuracy_labels", [], "accuracy label JSONL file(s): genome, hash, accuracy")
+flags.DEFINE_enum("variant", "compare", ["mlp", "physics", "compare"],
+                  "hardware model: plain MLP, physics-informed correction on the analytic model, or both (keep the winner)")
+flags.DEFINE_integer("members", 4, "ensemble members")
+flags.DEFINE_string("hidden", "256,256", "hardware MLP hidden widths")
+flags.DEFINE_string("acc_hidden", "128,128", "accuracy MLP hidden widths")
+flags.DEFINE_integer("epochs", 60, "maximum epochs (hardware)")
+flags.DEFINE_integer("acc_epochs", 400, "maximum epochs (accuracy)")
+flags.DEFINE_float("lr", 1e-3, "peak learning rate")
+flags.DEFINE_integer("batch", 256, "designs per step")
+flags.DEFINE_integer("patience", 10, "early-stopping patience (epochs without validation improvement)")
+flags.DEFINE_float("max_minutes", 25.0, "wall-clock cap per ensemble")
+flags.DEFINE_integer("seed", 0, "training seed")
+flags.DEFINE_string("hw_from", None, "reuse the hardware ensemble (and its metrics) of this set; train only accuracy")
+flags.DEFINE_string("source", None, "new_node: the set to fine-tune (a set directory)")
+flags.DEFINE_string("counts", "10,30,100,300", "new_node: label counts")
+flags.DEFINE_integer("n_test", 3000, "new_node: held-out designs of the new node")
+flags.DEFINE_integer("ft_steps", 400, "new_node: optimisation steps per fine-tune / scratch run")
+
+
+def _ints(s, name):
+    try:
+        v = tuple(int(x) for x in s.split(",") if x.strip())
+    except ValueError:
+        raise app.UsageError(f"--{name} must be comma-separated integers, got {s!r}")
+    if not v or min(v) <= 0:
+        raise app.UsageError(f"--{name} must hold positive integers, got {s!r}")
+    return v
+
+
+def _versions():
+    import flax, jax, numpy, optax, orbax.checkpoint, scipy
+    v = {"python": platform.python_version(), "jax": jax.__version__, "flax": flax.__version__,
+         "optax": optax.__version__, "numpy": numpy.__version__, "scipy": scipy.__version__}
+    try:
+        from importlib.metadata import version
+        v["orbax-checkpoint"] = version("orbax-checkpoint")
+    except Exception:  # pragma: no cover
+        pass
+    return v
+
+
+def _git(root):
+    def run(*a):
+        try:
+            return subprocess.run(["git", *a], cwd=root, capture_output=True, text=True, timeout=20).stdout.strip()
+        except Exception:
+            return ""
+    return {"commit": run("rev-parse", "HEAD"),
+            "dirty_hw_or_space": run("status", "--porcelain", "--", "cimnas_jax/hw", "cimnas_jax/space",
+                                     "cimnas_jax/workload").splitlines()}
+
+
+def tech_provenance(name):
+    from cimnas_jax.hw.tech import TECH_DIR
+    p = Path(name) if Path(name).suffix == ".json" else TECH_DIR / f"{name}.json"
+    sha = hashlib.sha256(p.read_bytes()).hexdigest() if p.exists() else None
+    return {"technology": name, "file": str(p.relative_to(Path(__file__).resolve().parents[1]))
+            if p.exists() and p.is_relative_to(Path(__file__).resolve().parents[1]) else str(p), "sha256": sha}
+
+
+# --------------------------------------------------------------------------- labels
+def analytic_labels(sp, technology, n, seed, chunk=4096):
+    """Sample n genomes, canonicalise, dedupe by hash; label with the analytic model.
+
+    Returns genomes int32 [N, G], hashes (list[str]), y float64 [N, 3] natural logs (NaN where
+    the design is invalid or a metric is not finite), valid bool [N].
+    """
+    import jax
+    import numpy as np
+    from cimnas_jax.hw import evaluate_designs, load_technology
+    tech = load_technology(technology)
+    g = np.asarray(sp.canonicalise(sp.sample(jax.random.PRNGKey(seed), n)))
+    hashes = sp.hash_hex(g)
+    _, first = np.unique(np.asarray(hashes), return_index=True)
+    first = np.sort(first)
+    g, hashes = g[first], [hashes[i] for i in first]
+    f = jax.jit(lambda x: evaluate_designs(sp, x, tech=tech))
+    ys, vs = [], []
+    for i in range(0, len(g), chunk):
+        c = g[i:i + chunk]
+        pad = chunk - len(c)
+        r = f(np.concatenate([c, np.repeat(c[:1], pad, 0)]) if pad else c)
+        y = np.stack([np.asarray(r.energy_j), np.asarray(r.latency_s), np.asarray(r.area_mm2)], -1)[:len(c)]
+        ys.append(y.astype(np.float64)); vs.append(np.asarray(r.valid)[:len(c)])
+    y, v = np.concatenate(ys), np.concatenate(vs)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ly = np.log(y)
+    v = v & np.all(np.isfinite(ly), -1)
+    ly[~v] = np.nan
+    return g, hashes, ly, v
+
+
+def dir_labels(sp, path):
+    """Hardware labels from a labelling-pipeline folder (designs.jsonl)."""
+    import numpy as np
+    p = Path(path) / "designs.jsonl"
+    if not p.exists():
+        raise app.UsageError(f"--labels_dir={path}: no designs.jsonl there")
+    g, h, y, v = [], [], [], []
+    for line in p.read_text().splitlines():
+        if not line.strip():
+            continue
+        d = json.loads(line)
+        g.append(d["genome"]); h.append(d["hash"])
+        ok = bool(d.get("valid", False))
+        vals = [d.get(k) for k in ("energy_j", "latency_s", "area_mm2")]
+        ok = ok and all(isinstance(x, (int, float)) and x is not None and x > 0 for x in vals)
+        y.append(np.log(vals) if ok else [np.nan] * 3); v.append(ok)
+    g = sp.check(np.asarray(g))
+    if [a for a, b in zip(sp.hash_hex(g), h) if a != b]:
+        raise app.UsageError(f"--labels_dir={path}: design hashes do not match space '{sp.name}'")
+    return g, h, np.asarray(y, np.float64), np.asarray(v, bool)
+
+
+def accuracy_labels(sp, paths):
+    """Accuracy labels (genome, hash, accuracy) from JSONL files; later duplicates overwrite."""
+    import numpy as np
+    rows = {}
+    files = []
+    for path in paths:
+        p = Path(path)
+        if not p.exists():
+            raise app.UsageError(f"--accuracy_labels={path}: file or folder not found")
+        files += sorted(p.glob("*.jsonl")) if p.is_dir() else [p]
+    if not files:
+        raise app.UsageError(f"--accuracy_labels={paths}: no .jsonl files")
+    for p in files:
+        path = p
+        for i, line in enumerate(p.read_text().splitlines()):
+            if not line.strip():
+                continue
+            d = json.loads(line)
+            acc = d.get("accuracy", d.get("top1"))
+            if "genome" not in d or acc is None:
+                raise app.UsageError(f"{path}:{i + 1}: needs 'genome' and 'accuracy'")
+            g = sp.check(np.asarray(d["genome"])[None])[0]
+            h = sp.hash_hex(g[None])[0]
+            given = d.get("hash", d.get("design_hash"))
+            if given is not None and given != h:
+                raise app.UsageError(f"{path}:{i + 1}: hash {given} does not match space '{sp.name}' ({h})")
+            rows[h] = (np.asarray(sp.canonicalise(g[None]))[0], float(acc))
+    hs = sorted(rows)
+    g = np.stack([rows[h][0] for h in hs]) if hs else np.zeros((0, sp.n_genes), np.int32)
+    a = np.asarray([rows[h][1] for h in hs], np.float64)
+    return g, hs, a
+
+
+def split_by_hash(hashes, train=16, val=2):
+    """By (first 8 hex digits of the hash) mod 20: [0, train) train, then val, rest test."""
+    import numpy as np
+    b = np.asarray([int(h[:8], 16) % 20 for h in hashes])
+    return b < train, (b >= train) & (b < train + val), b >= train + val
+
+
+# --------------------------------------------------------------------------- evaluation
+def evaluate_hw(sp, ens, g, y, v, out_dir=None, tag=""):
+    import jax
+    import numpy as np
+    from cimnas_jax.surrogate import SurrogateSet, fidelity, plot_fidelity, predict
+    sset = SurrogateSet(hw=ens, acc=None, space_name=sp.name)
+    out = jax.jit(predict)(sset, g)
+    res = {}
+    for i, t in enumerate(ens.targets):
+        true = np.exp(y[v, i])
+        m = fidelity(true, np.asarray(out[t])[v], std=np.asarray(out[f"log_{t}_std"])[v])
+        res[t] = m
+        if out_dir is not None:
+            plot_fidelity(Path(out_dir) / f"fidelity_{t}{tag}.png", t, true, np.asarray(out[t])[v],
+                          np.asarray(out[f"log_{t}_std"])[v], metrics=m)
+    if ens.with_valid:
+        pv = np.asarray(out["valid_prob"])
+        res["validity_accuracy"] = float(np.mean((pv > 0.5) == v))
+    return res
+
+
+def evaluate_acc(sp, ens, g, a, out_dir=None):
+    import jax
+    import numpy as np
+    from cimnas_jax.surrogate import SurrogateSet, fidelity, plot_fidelity, predict
+    out = jax.jit(predict)(SurrogateSet(hw=None, acc=ens, space_name=sp.name), g)
+    m = fidelity(a, np.asarray(out["accuracy"]), lower_is_better=False, log_space=False,
+                 std=np.asarray(out["accuracy_std"]))
+    if out_dir is not None:
+        plot_fidelity(Path(out_dir) / "fidelity_accuracy.png", "accuracy", a, np.asarray(out["accuracy"]),
+                      np.asarray(out["accuracy_std"]), log_axes=False, metrics=m)
+    return m
+
+
+def _summary(res):
+    return {t: {k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items() if k != "calibration_bins"}
+            for t, m in res.items() if isinstance(m, dict)}
+
+
+# --------------------------------------------------------------------------- modes
+def train_mode(sp, root, out_dir, technology):
+    import numpy as np
+    from cimnas_jax.surrogate import ACC_TARGETS, HW_TARGETS, SurrogateSet, TrainConfig, fit_ensemble, save_set
+    t_start = time.time()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg = TrainConfig(hidden=_ints(FLAGS.hidden, "hidden"), members=FLAGS.members, lr=FLAGS.lr, batch=FLAGS.batch,
+                      max_epochs=FLAGS.epochs, patience=FLAGS.patience, seed=FLAGS.seed,
+                      max_seconds=FLAGS.max_minutes * 60)
+    if FLAGS.hw_from:
+        return _add_accuracy(sp, root, out_dir, cfg, t_start)
+    if FLAGS.labels_dir:
+        g, h, y, v = dir_labels(sp, FLAGS.labels_dir)
+        hw_prov = {"source": f"labelling pipeline folder {FLAGS.labels_dir}"}
+    else:
+        g, h, y, v = analytic_labels(sp, technology, FLAGS.n_labels, FLAGS.label_seed)
+        hw_prov = {"source": "analytic model in-process (cimnas_jax.hw.evaluate_designs)",
+                   "sampler": "uniform sp.sample, canonicalised, deduplicated by design hash",
+                   "n_sampled": FLAGS.n_labels, "seed": FLAGS.label_seed, **tech_provenance(technology)}
+    hw_prov.update({"n_unique": int(len(g)), "n_valid": int(v.sum()),
+                    "invalid_handling": "invalid or non-finite designs are excluded from regression targets; "
+                                        "they train only the validity head"})
+    tr, va, te = split_by_hash(h)
+    print(f"hardware labels: {len(g)} designs, {v.sum()} valid; split {tr.sum()}/{va.sum()}/{te.sum()}")
+    D = lambda m: {"genomes": g[m], "y": y[m], "valid": v[m]}
+    variants = ["mlp", "physics"] if FLAGS.variant == "compare" else [FLAGS.variant]
+    results, ensembles, hists = {}, {}, {}
+    for var in variants:
+        print(f"training hardware ensemble: {var}")
+        ens, hist = fit_ensemble(sp, D(tr), D(va), cfg, targets=HW_TARGETS, with_valid=(var == "mlp"),
+                                 base_technology=(technology if var == "physics" else None))
+        ensembles[var], hists[var] = ens, hist
+        results[var] = evaluate_hw(sp, ens, g[te], y[te], v[te])
+        print(json.dumps({var: _summary(results[var])}, indent=1))
+    mean_mape = {k: float(np.mean([results[k][t]["mape_pct"] for t in HW_TARGETS])) for k in results}
+    winner = min(mean_mape, key=mean_mape.get)
+    hw_test = evaluate_hw(sp, ensembles[winner], g[te], y[te], v[te], out_dir)
+    comparison = {"mean_test_mape_pct": mean_mape, "winner": winner,
+                  "per_variant_test": {k: _summary(r) for k, r in results.items()}}
+    if len(results) == 2:
+        other = [k for k in results if k != winner][0]
+        comparison["margin"] = (f"{winner} mean MAPE {mean_mape[winner]:.3f}% vs {other} {mean_mape[other]:.3f}% "
+                                f"({mean_mape[other] / max(mean_mape[winner], 1e-9):.1f}x lower)")
+    acc_ens, acc_test, acc_prov = _train_accuracy(sp, out_dir)
+    sset = SurrogateSet(hw=ensembles[winner], acc=acc_ens, space_name=sp.name)
+    manifest = {
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": " ".join([os.path.relpath(sys.argv[0], root)] + sys.argv[1:]),
+        "versions": _versions(), "git": _git(root),
+        "labels": {"hardware": hw_prov, "accuracy": acc_prov or _no_acc(sp)},
+        "splits": {"rule": "int(hash[:8], 16) % 20: 0-15 train, 16-17 val, 18-19 test",
+                   "hardware": {"train": int(tr.sum()), "val": int(va.sum()), "test": int(te.sum()),
+                                "test_valid": int(v[te].sum())}},
+        "train": {"config": cfg.__dict__ | {"max_seconds": cfg.max_seconds}, "variant": winner,
+                  "epochs": {k: h_["epochs"] for k, h_ in hists.items()},
+                  "seconds": {k: round(h_["seconds"], 1) for k, h_ in hists.items()}},
+        "metrics": {"test": {**hw_test, **({"accuracy": acc_test} if acc_test else {})}},
+        "comparison": comparison,
+        "total_seconds": round(time.time() - t_start, 1),
+    }
+    save_set(out_dir, sset, sp, manifest)
+    print(f"wrote {out_dir} (winner {winner}; {comparison.get('margin', '')})")
+
+
+def _no_acc(sp):
+    return {"absent": ("no accuracy supernet exists for this space (ResNet50); predict() returns no accuracy"
+                       if sp.name.startswith("resnet50") else "no accuracy labels were given (--accuracy_labels)")}
+
+
+def _add_accuracy(sp, root, out_dir, cfg, t_start):
+    """Reuse a set's hardware ensemble and manifest; (re)train only the accuracy ensemble."""
+    from cimnas_jax.surrogate import SurrogateSet, load_set, read_manifest, save_set
+    old = load_set(FLAGS.hw_from, sp)
+    man = read_manifest(FLAGS.hw_from)
+    acc_ens, acc_test, acc_prov = _train_accuracy(sp, out_dir)
+    if acc_ens is None:
+        raise app.UsageError("--hw_from needs --accuracy_labels")
+    man["labels"]["accuracy"] = acc_prov
+    man["metrics"]["test"]["accuracy"] = acc_test
+    man["command_accuracy"] = " ".join([os.path.relpath(sys.argv[0], root)] + sys.argv[1:])
+    man["versions"] = _versions()
+    for k in ("format", "space", "n_genes", "choices_hash", "model", "numeric_features", "onehot_width"):
+        man.pop(k, None)
+    save_set(out_dir, SurrogateSet(hw=old.hw, acc=acc_ens, space_name=sp.name), sp, man)
+    print(f"wrote {out_dir} (hardware from {FLAGS.hw_from}, accuracy retrained)")
+
+
+def _train_accuracy(sp, out_dir):
+    import numpy as np
+    from cimnas_jax.surrogate import ACC_TARGETS, TrainConfig, fit_ensemble
+    acc_ens, acc_test, acc_prov = None, None, None
+    if FLAGS.accuracy_labels:
+        ga, ha, a = accuracy_labels(sp, FLAGS.accuracy_labels)
+        ok = np.isfinite(a)
+        ga, ha, a = ga[ok], [x for x, o in zip(ha, ok) if o], a[ok]
+        atr, ava, ate = split_by_hash(ha, 14, 2)   # 70/10/20: small sets need a bigger test split
+        acfg = TrainConfig(hidden=_ints(FLAGS.acc_hidden, "acc_hidden"), members=FLAGS.members, lr=FLAGS.lr,
+                           batch=min(64, int(atr.sum())), max_epochs=FLAGS.acc_epochs, patience=40, beta=0.5,
+                           weight_decay=1e-3, seed=FLAGS.seed, max_seconds=FLAGS.max_minutes * 60)
+        print(f"accuracy labels: {len(a)} subnets; split {atr.sum()}/{ava.sum()}/{ate.sum()}")
+        acc_ens, acc_hist = fit_ensemble(sp, {"genomes": ga[atr], "y": a[atr, None]},
+                                         {"genomes": ga[ava], "y": a[ava, None]}, acfg, targets=ACC_TARGETS)
+        acc_test = evaluate_acc(sp, acc_ens, ga[ate], a[ate], out_dir)
+        print(json.dumps({"accuracy": _summary({"accuracy": acc_test})}, indent=1))
+        acc_prov = {"source": [str(p) for p in FLAGS.accuracy_labels],
+                    "split_rule": "int(hash[:8], 16) % 20: 0-13 train, 14-15 val, 16-19 test",
+                    "n": int(len(a)), "split": {"train": int(atr.sum()), "val": int(ava.sum()), "test": int(ate.sum())},
+                    "train": {"config": acfg.__dict__ | {"max_seconds": None}, "epochs": acc_hist["epochs"],
+                              "seconds": round(acc_hist["seconds"], 1)}}
+    return acc_ens, acc_test, acc_prov
+
+
+def new_node_mode(sp, root, out_dir, technology):
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from cimnas_jax.surrogate import TrainConfig, fit_ensemble, load_set, read_manifest
+    from cimnas_jax.surrogate.model import ensemble_stats, inputs, physics_base
+    if not FLAGS.source:
+        raise app.UsageError("--mode=new_node needs --source=<set directory>")
+    counts = _ints(FLAGS.counts, "counts")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    src = load_set(FLAGS.source, sp).hw
+    src_man = read_manifest(FLAGS.source)
+    g, h, y, v = analytic_labels(sp, technology, 4 * (max(counts) + FLAGS.n_test), FLAGS.label_seed + 1000)
+    idx = np.flatnonzero(v)
+    rng = np.random.default_rng(FLAGS.seed)
+    idx = rng.permutation(idx)
+    pool, test = idx[:max(counts)], idx[max(counts):max(counts) + FLAGS.n_test]
+    print(f"new node {technology}: {len(idx)} valid designs; pool {len(pool)}, test {len(test)}")
+
+    def predict_logs(ens, gg):
+        gg = jnp.asarray(gg)
+        base = physics_base(sp, gg, ens.base_technology)[0] if ens.base_technology else None
+        return np.asarray(ensemble_stats(ens, inputs(sp, gg, ens, base), base)[0])
+
+    def score(ens):
+        p = predict_logs(ens, g[test])
+        from cimnas_jax.surrogate import fidelity
+        return {t: {k: round(val, 4) for k, val in fidelity(np.exp(y[test, i]), np.exp(p[:, i])).items()
+                    if k in ("mape_pct", "kendall_tau", "spearman", "top10_recall")}
+                for i, t in enumerate(src.targets)}
+
+    rows = {"source_zero_shot": score(src)}
+    print("zero-shot", rows["source_zero_shot"])
+    for n in counts:
+        sel = pool[:n]
+        d = {"genomes": g[sel], "y": y[sel], "valid": v[sel]}
+        shift = np.mean(y[sel] - predict_logs(src, g[sel]), 0)
+        shifted = src.replace(y_mean=src.y_mean + jnp.asarray(shift, jnp.float32))
+        rows[f"offset_only_{n}"] = score(shifted)
+        B = min(n, 64)
+        epochs = max(1, FLAGS.ft_steps // max(n // B, 1))
+        ft_cfg = TrainConfig(hidden=src.hidden, members=src.n_members, lr=3e-4, batch=B, max_epochs=epochs,
+                             weight_decay=1e-4, seed=FLAGS.seed)
+        sc_cfg = TrainConfig(hidden=src.hidden, members=src.n_members, lr=1e-3, batch=B, max_epochs=epochs,
+                             weight_decay=1e-4, seed=FLAGS.seed)
+        ft, _ = fit_ensemble(sp, d, None, ft_cfg, targets=src.targets, with_valid=False,
+                             base_technology=src.base_technology, init=shifted, log=lambda *_: None)
+        sc, _ = fit_ensemble(sp, d, None, sc_cfg, targets=src.targets, with_valid=False,
+                             base_technology=src.base_technology, log=lambda *_: None)
+        rows[f"finetune_{n}"], rows[f"scratch_{n}"] = score(ft), score(sc)
+        print(n, {k: rows[f"{k}_{n}"] for k in ("offset_only", "finetune", "scratch")})
+    report = {"command": " ".join([os.path.relpath(sys.argv[0], root)] + sys.argv[1:]),
+              "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "source_set": str(FLAGS.source), "source_variant": src_man["train"]["variant"],
+              "source_technology": src_man["labels"]["hardware"].get("technology"),
+              "target": tech_provenance(technology), "counts": list(counts), "n_test": int(len(test)),
+              "ft_steps": FLAGS.ft_steps, "versions": _versions(), "git": _git(root), "results": rows}
+    tmp = out_dir / "report.json.tmp"
+    tmp.write_text(json.dumps(report, indent=1) + "\n")
+    os.replace(tmp, out_dir / "report.json")
+    _plot_new_node(out_dir, counts, rows, src.targets)
+    print(f"wrote {out_dir}/report.json")
+
+
+def _plot_new_node(out_dir, counts, rows, targets):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(2, len(targets), figsize=(4 * len(targets), 7))
+    for j, t in enumerate(targets):
+        for r, metric in enumerate(("kendall_tau", "mape_pct")):
+            ax = axes[r, j]
+            for kind, st in (("finetune", "o-"), ("scratch", "s--"), ("offset_only", "^:")):
+                ax.plot(counts, [rows[f"{kind}_{n}"][t][metric] for n in counts], st, label=kind)
+            ax.axhline(rows["source_zero_shot"][t][metric], color="gray", lw=1, label="zero-shot")
+            ax.set_xscale("log"); ax.set_xlabel("new-node labels"); ax.set_title(f"{t}: {metric}")
+            if metric == "mape_pct":
+                ax.set_yscale("log")
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out_dir / "new_node.png", dpi=90)
+    plt.close(fig)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    from absl import logging
+    logging.set_verbosity(logging.WARNING)       # orbax logs every save at INFO
+    sys.stdout.reconfigure(line_buffering=True)
+    from cimnas_jax.space import get_space
+    from cimnas_jax.hw import technology_names
+    try:
+        sp = get_space(FLAGS.space)
+    except ValueError as e:
+        raise app.UsageError(f"--space: {e}")
+    technology = FLAGS.technology or sp.technology
+    if technology not in technology_names() and not Path(technology).exists():
+        raise app.UsageError(f"--technology={technology!r}: allowed {technology_names()} or a JSON path")
+    root = Path(__file__).resolve().parents[1]
+    out_dir = Path(FLAGS.out) if FLAGS.out else root / "surrogates" / sp.name / technology
+    (train_mode if FLAGS.mode == "train" else new_node_mode)(sp, root, out_dir, technology)
+
+
+if __name__ == "__main__":
+    app.run(main)
