@@ -78,7 +78,7 @@ def slice_factor(c: dict, weight_bits, bits_per_cell):
     n = jnp.ceil(weight_bits / bits_per_cell)
     r = weight_bits - (n - 1.0) * bits_per_cell
     level = (2.0 ** r - 1.0) / 2.0 / (2.0 ** bits_per_cell - 1.0)
-    part = jnp.where(n > 1.0, c["cim_slice_a"] + c["cim_slice_b"] * level, 1.0)
+    part = jnp.where((n > 1.0) & (r < bits_per_cell), c["cim_slice_a"] + c["cim_slice_b"] * level, 1.0)
     return (n - 1.0) + part
 
 
@@ -139,7 +139,7 @@ def layer_model(tech: Technology, layers, hw, adc_bits=None):
     # products of powers are evaluated as exp(sum of logs): one exp per term (CPU throughput)
     ln = jnp.log
     ln_in_tr = ln(in_bits) + a_fp * ln(fp) + a_fq * ln(fq) + c["glb_tm_exp"] * ln(Tm)
-    out_traffic = out_bits * (1.0 + c["glb_psum"] * (Tc - 1.0))
+    out_traffic = out_bits * (1.0 + jnp.maximum(c["glb_psum"], 0.0) * (Tc - 1.0))  # psum read-modify-write
     ln_out_tr = ln(out_traffic)
     lnV = ln(V)
     ln_pulses, ln_ib, ln_ct, ln_rt, ln_sl = ln(pulses), ln(ib), ln(ct), ln(rt), ln(slices)
