@@ -51,8 +51,11 @@ def test_parts_sum_to_totals(tech):
     assert bool(r.valid.all())
 
 
+_jit_eval = jax.jit(evaluate_layer_table)
+
+
 def _eval(tech, **kw):
-    return evaluate_layer_table(tech, _layers(), _hw(**kw))
+    return _jit_eval(tech, _layers(), _hw(**kw))
 
 
 @pytest.mark.parametrize("tname", ["rram_32nm", "sram_7nm"])
@@ -72,10 +75,9 @@ def test_monotonicity(tname):
     assert float(e(tiles=32.0).area_mm2[0]) > float(e(tiles=16.0).area_mm2[0])
     assert float(e(rows=256.0).area_breakdown_mm2["cim_unit"][0]) > float(e(rows=128.0).area_breakdown_mm2["cim_unit"][0])
     # more input bits -> longer pulse trains -> more array + driver energy; cycles unchanged
-    l4 = make_layer_table(40.0, 240.0, 1.0, 1.0, 28.0, 28.0, 1.0, 2, 4.0, 8.0, True)[None] if False else None
     L8 = make_layer_table(np.array([[40.0]]), np.array([[240.0]]), 1.0, 1.0, 28.0, 28.0, 1.0, 2, 8.0, 8.0, True)
     L4 = make_layer_table(np.array([[40.0]]), np.array([[240.0]]), 1.0, 1.0, 28.0, 28.0, 1.0, 2, 4.0, 8.0, True)
-    r8, r4 = evaluate_layer_table(t, L8, _hw(bits_per_cell=bpc)), evaluate_layer_table(t, L4, _hw(bits_per_cell=bpc))
+    r8, r4 = _jit_eval(t, L8, _hw(bits_per_cell=bpc)), _jit_eval(t, L4, _hw(bits_per_cell=bpc))
     assert float(r8.energy_j[0]) > float(r4.energy_j[0])
     np.testing.assert_allclose(r8.latency_s, r4.latency_s)
 
@@ -96,18 +98,18 @@ def test_jit_vmap_grad(tech):
     # vmap over designs (one design at a time)
     one = lambda l, h: evaluate_layer_table(tech, jax.tree_util.tree_map(lambda x: x[None], l),
                                             jax.tree_util.tree_map(lambda x: x[None], h)).energy_j[0]
-    np.testing.assert_allclose(jax.vmap(one)(L, H), r_eager.energy_j, rtol=1e-5)
+    np.testing.assert_allclose(jax.jit(jax.vmap(one))(L, H), r_eager.energy_j, rtol=1e-5)
 
     def f(v, clk):
         h = H.replace(voltage_v=v, clock_period_s=clk)
         r = evaluate_layer_table(tech, L, h)
         return jnp.sum(jnp.log(r.energy_j) + jnp.log(r.latency_s) + jnp.log(r.area_mm2))
 
-    gv, gc = jax.grad(f, argnums=(0, 1))(H.voltage_v, H.clock_period_s)
+    gv, gc = jax.jit(jax.grad(f, argnums=(0, 1)))(H.voltage_v, H.clock_period_s)
     assert np.all(np.isfinite(gv)) and np.all(np.isfinite(gc))
     assert np.all(np.abs(gv) > 0)
     # grads w.r.t. the technology coefficients (used by calibration) are finite too
-    g = jax.grad(lambda c: jnp.sum(evaluate_layer_table(tech.replace_coef(c), L, H).energy_j))(tech.coef)
+    g = jax.jit(jax.grad(lambda c: jnp.sum(evaluate_layer_table(tech.replace_coef(c), L, H).energy_j)))(tech.coef)
     assert all(np.isfinite(float(v)) for v in g.values())
 
 
