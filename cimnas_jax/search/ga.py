@@ -114,7 +114,7 @@ class GA:
         #    copies of a canonical design as duplicates (so the BEST copy is kept, even for
         #    fitnesses that read no-effect genes), 3) take the best mu non-duplicates.
         key0 = ops.survival_key(pool_f, pool_v, jnp.zeros((n,), bool))
-        _, order = jax.lax.top_k(key0, n)
+        order = ops.order_desc(key0)
         if self.dedup:   # gathers only, no scatter: positions stay in hash order
             horder, dup = ops.hash_order(pool_h[order])
             both = order[horder]

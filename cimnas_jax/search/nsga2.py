@@ -99,7 +99,7 @@ class NSGA2:
         pool_h = jnp.concatenate([xh, state.hashes])
         n = pool_v.shape[0]
         if self.dedup:   # keep the best copy: feasible first, then first objective
-            _, pre = jax.lax.top_k(ops.survival_key(pool_F[:, 0], pool_v, jnp.zeros((n,), bool)), n)
+            pre = ops.order_desc(ops.survival_key(pool_F[:, 0], pool_v, jnp.zeros((n,), bool)))
             dup = jnp.zeros((n,), bool).at[pre].set(ops.duplicate_mask(pool_h[pre]))
         else:
             dup = jnp.zeros((n,), bool)

@@ -26,6 +26,21 @@ def n_words(n_genes: int, mutation: str = "sparse", slots: int = 8) -> int:
     raise ValueError(f"mutation must be one of {MUTATIONS}, got {mutation!r}")
 
 
+def order_desc(x):
+    """Full stable descending order of a float32 vector via ``lax.top_k(x, n - 1)``.
+
+    XLA:CPU lowers top_k with k == n to a comparison sort (~0.3 ms for 2 000 keys) but k < n
+    to its TopK kernel (~0.02 ms); the one index top_k(n-1) leaves out (the smallest, the
+    last of equal smallest ones) is recovered from the index sum.
+    """
+    n = x.shape[0]
+    _, o = jax.lax.top_k(x, n - 1)
+    total = (n * (n - 1) // 2) % (1 << 32)          # int32 wrap-around arithmetic is exact
+    total = total - (1 << 32) if total >= (1 << 31) else total   # modulo 2**32 here
+    last = jnp.int32(total) - jnp.sum(o, dtype=jnp.int32)
+    return jnp.concatenate([o, last[None].astype(o.dtype)])
+
+
 def bernoulli_threshold15(p):
     """Probability -> threshold on a 15-bit field (resolution 1/32768)."""
     return jnp.clip(jnp.round(jnp.asarray(p, jnp.float32) * 32768.0), 0, 32768).astype(jnp.uint32)
@@ -120,9 +135,9 @@ def make_offspring(bits, population, n_choices, group_ids, crossover: str,
         cx_bits = gw & jnp.uint32(1)
     else:
         nw = (g + 31) // 32
-        col = np.arange(g) // 32
-        sh = jnp.asarray(np.arange(g) % 32, jnp.uint32)[None, :]
-        cx_bits = (rest[:, col] >> sh) & jnp.uint32(1)
+        # bit j of word j // 32, by broadcast + reshape (a column gather is ~10x slower)
+        sh = jnp.arange(32, dtype=jnp.uint32)[None, None, :]
+        cx_bits = ((rest[:, :nw, None] >> sh) & jnp.uint32(1)).reshape(-1, nw * 32)[:, :g]
         mw = rest[:, nw:nw + 2 * slots]
     pa = tournament_from_bits(ex[:, 0], ex[:, 1], mu)
     pb = tournament_from_bits(ex[:, 2], ex[:, 3], mu)
@@ -164,17 +179,22 @@ def hash_order(hashes):
 
     hashes uint32[N,2]. Returns (order int32[N], dup bool[N] in that order): ``dup`` is True
     for every entry whose hash equals that of an EARLIER entry. Grouping uses ``lax.top_k``
-    over all N on the first hash word (stable: lower index first for ties, and ~30x faster
-    than ``lax.sort`` on XLA:CPU); both words are then compared with the neighbour. A triple
-    sharing the first word but not the second (probability ~N^3/2^64) could hide one
-    duplicate; a false duplicate is impossible.
+    over all N on the first hash word (stable: lower index first for ties); both words are
+    then compared with the neighbour. A triple
+    sharing the grouping key but not the full hash could hide one duplicate (see below);
+    a false duplicate is impossible.
     """
     n = hashes.shape[0]
-    k0 = jax.lax.bitcast_convert_type(hashes[:, 0], jnp.int32)
-    _, order = jax.lax.top_k(k0, n)
+    # float32 key = top 24 bits of the first word (exact in float32): XLA:CPU runs top_k on
+    # float32 ~15x faster than on int32 (0.02 vs 0.28 ms for 2 000 keys, measured)
+    k0 = (hashes[:, 0] >> 8).astype(jnp.float32)
+    order = order_desc(k0)
     hs = hashes[order]
     same = (hs[1:, 0] == hs[:-1, 0]) & (hs[1:, 1] == hs[:-1, 1])
     return order, jnp.concatenate([jnp.zeros((1,), bool), same])
+    # Entries sharing the 24-bit key but not the full hash may interleave a duplicate pair
+    # and hide it for one generation (~N^2 / 2^25 such keys per 2 000-entry pool, and a
+    # duplicate must coincide with one): harmless, never a false duplicate.
 
 
 def duplicate_mask(hashes):
