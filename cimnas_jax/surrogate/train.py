@@ -112,7 +112,8 @@ def fit_ensemble(space, train: dict, val: dict | None, cfg: TrainConfig, *, targ
         x_std = np.where(x_std > 1e-6, x_std, 1.0)
         yf = np.where(m, y, np.nan)
         y_mean, y_std = np.nanmean(yf, 0), np.nanstd(yf, 0)
-        y_mean, y_std = np.nan_to_num(y_mean), np.where(np.nan_to_num(y_std) > 1e-6, np.nan_to_num(y_std), 1.0)
+        # floor 1e-3 (not 1): a physics correction that is ~0 must stay ~0 after de-standardising
+        y_mean, y_std = np.nan_to_num(y_mean), np.maximum(np.nan_to_num(y_std, nan=1.0), 1e-3)
     else:
         x_mean, x_std, y_std = map(np.asarray, (init.x_mean, init.x_std, init.y_std))
         y_mean = np.asarray(init.y_mean)
