@@ -59,7 +59,7 @@ flags.DEFINE_string("mutation", "sparse", f"one of {MUTATIONS}: sparse = 8 candi
                     "per child (mean rate x genes mutations), dense = one coin per gene")
 flags.DEFINE_float("crossover_prob", 0.9, "probability a mating uses crossover, in [0, 1]")
 flags.DEFINE_float("mutation_rate", 0.0, "per-gene mutation probability in [0, 1] "
-                   "(0 = 1.5 / number of genes)")
+                   "(0 = 1 / number of genes)")
 flags.DEFINE_integer("archive_size", 256, "nsga2: Pareto archive capacity (>= 2)")
 flags.DEFINE_string("rng_impl", "threefry2x32", f"PRNG implementation, one of {RNG_IMPLS}")
 flags.DEFINE_integer("top", 20, "ga: best unique designs written to the results")

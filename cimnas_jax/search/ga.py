@@ -73,7 +73,7 @@ class GA:
         self.group_ids = np.asarray(space.group_ids, np.int32)
 
     def default_params(self) -> GAParams:
-        return GAParams(crossover_prob=0.9, mutation_rate=1.5 / self.n_genes)
+        return GAParams(crossover_prob=0.9, mutation_rate=1.0 / self.n_genes)
 
     def init(self, key, params: GAParams) -> GAState:
         pop = jnp.asarray(self.space.sample(key, self.popsize), jnp.int32)
