@@ -395,6 +395,32 @@ def new_node_mode(sp, root, out_dir, technology):
                     if k in ("mape_pct", "kendall_tau", "spearman", "top10_recall")}
                 for i, t in enumerate(src.targets)}
 
+    # head-only fine-tuning: ridge (leave-one-out-chosen penalty) on the frozen source network's
+    # last hidden layer + its own prediction, per member; "ridge from scratch" uses the raw
+    # inputs (one-hot + numeric features) instead - same labels, same solver.
+    def frozen_feats(gg):
+        gg = jnp.asarray(gg)
+        base = physics_base(sp, gg, src.base_technology)[0] if src.base_technology else None
+        x = inputs(sp, gg, src, base)
+        def one(p):
+            h = x
+            for i in range(len(src.hidden)):
+                d = p["params"][f"Dense_{i}"]
+                h = jax.nn.gelu(h @ d["kernel"] + d["bias"])
+            return h
+        hid = np.asarray(jax.vmap(one)(src.params))                      # [M, P, H]
+        pred = np.asarray(ensemble_stats(src, x, base)[0])               # [P, T]
+        return [np.concatenate([hm, pred], -1) for hm in hid], np.asarray(x)
+    test_hid, test_x = frozen_feats(g[test])
+    pool_hid, pool_x = frozen_feats(g[pool])
+
+    def ridge_score(train_z, test_z, yy):
+        preds = np.mean([_ridge_loo(zt, yy, ze) for zt, ze in zip(train_z, test_z)], 0)
+        from cimnas_jax.surrogate import fidelity
+        return {t: {k: round(val, 4) for k, val in fidelity(np.exp(y[test, i]), np.exp(preds[:, i])).items()
+                    if k in ("mape_pct", "kendall_tau", "spearman", "top10_recall")}
+                for i, t in enumerate(src.targets)}
+
     rows = {"source_zero_shot": score(src)}
     print("zero-shot", rows["source_zero_shot"])
     for n in counts:
@@ -414,7 +440,9 @@ def new_node_mode(sp, root, out_dir, technology):
         sc, _ = fit_ensemble(sp, d, None, sc_cfg, targets=src.targets, with_valid=False,
                              base_technology=src.base_technology, log=lambda *_: None)
         rows[f"finetune_{n}"], rows[f"scratch_{n}"] = score(ft), score(sc)
-        print(n, {k: rows[f"{k}_{n}"] for k in ("offset_only", "finetune", "scratch")})
+        rows[f"head_finetune_{n}"] = ridge_score([h_[:n] for h_ in pool_hid], test_hid, y[sel])
+        rows[f"ridge_scratch_{n}"] = ridge_score([pool_x[:n]], [test_x], y[sel])
+        print(n, {k: rows[f"{k}_{n}"] for k in KINDS})
     report = {"command": " ".join([os.path.relpath(sys.argv[0], root)] + sys.argv[1:]),
               "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "source_set": str(FLAGS.source), "source_variant": src_man["train"]["variant"],
@@ -428,6 +456,36 @@ def new_node_mode(sp, root, out_dir, technology):
     print(f"wrote {out_dir}/report.json")
 
 
+KINDS = ("offset_only", "finetune", "scratch", "head_finetune", "ridge_scratch")
+
+
+def _ridge_loo(z, y, z_test):
+    """Ridge regression of y [n, T] on z [n, D] with the penalty chosen per target by exact
+    leave-one-out error (SVD); returns predictions for z_test [m, D]."""
+    import numpy as np
+    alphas = 10.0 ** np.arange(-3, 6, 0.5)
+    mu, sd = z.mean(0), z.std(0) + 1e-6
+    zs, zt = (z - mu) / sd, (z_test - mu) / sd
+    ym = y.mean(0)
+    yc = y - ym
+    n = len(y)
+    U, S, Vt = np.linalg.svd(zs, full_matrices=False)
+    out = np.zeros((len(z_test), y.shape[1]))
+    for j in range(y.shape[1]):
+        best, best_a = np.inf, alphas[0]
+        uty = U.T @ yc[:, j]
+        for a in alphas:
+            f = S ** 2 / (S ** 2 + a)
+            fitted = U @ (f * uty)
+            hdiag = np.sum(U ** 2 * f, 1) + 1.0 / n
+            loo = np.mean(((yc[:, j] - fitted) / np.maximum(1 - hdiag, 1e-6)) ** 2) if n > 1 else 0.0
+            if loo < best:
+                best, best_a = loo, a
+        coef = Vt.T @ (S / (S ** 2 + best_a) * uty)
+        out[:, j] = zt @ coef + ym[j]
+    return out
+
+
 def _plot_new_node(out_dir, counts, rows, targets):
     import matplotlib
     matplotlib.use("Agg")
@@ -436,7 +494,8 @@ def _plot_new_node(out_dir, counts, rows, targets):
     for j, t in enumerate(targets):
         for r, metric in enumerate(("kendall_tau", "mape_pct")):
             ax = axes[r, j]
-            for kind, st in (("finetune", "o-"), ("scratch", "s--"), ("offset_only", "^:")):
+            for kind, st in (("finetune", "o-"), ("scratch", "s--"), ("offset_only", "^:"),
+                             ("head_finetune", "D-"), ("ridge_scratch", "x--")):
                 ax.plot(counts, [rows[f"{kind}_{n}"][t][metric] for n in counts], st, label=kind)
             ax.axhline(rows["source_zero_shot"][t][metric], color="gray", lw=1, label="zero-shot")
             ax.set_xscale("log"); ax.set_xlabel("new-node labels"); ax.set_title(f"{t}: {metric}")
