@@ -202,3 +202,16 @@ def test_backend_records_and_cli(tmp_path):
     p = subprocess.run([sys.executable, "-m", "cimnas_jax.hw", "--backend=nope", f"--jobs={jobs}", f"--out={outp}"],
                        capture_output=True, text=True, env=env, cwd=ROOT)
     assert p.returncode != 0 and "--backend must be one of" in p.stderr
+
+
+def test_zero_padded_inactive_layers_keep_grads_finite(tech):
+    C = np.array([[40.0, 0.0]], np.float32)
+    L = make_layer_table(C, np.array([[240.0, 0.0]]), np.array([[1.0, 0.0]]), np.array([[1.0, 0.0]]),
+                         np.array([[28.0, 0.0]]), np.array([[28.0, 0.0]]), 1.0, np.array([[2, 2]], np.int32),
+                         8.0, 8.0, np.array([[True, False]]))
+    H = _hw(1)
+    f = lambda v: jnp.sum(jnp.log(evaluate_layer_table(tech, L, H.replace(voltage_v=v)).energy_j))
+    g = jax.jit(jax.grad(f))(H.voltage_v)
+    assert np.all(np.isfinite(g))
+    r = _jit_eval(tech, L, H)
+    assert bool(r.valid[0]) and float(r.layer_energy_j[0, 1]) == 0.0

@@ -44,7 +44,11 @@ E_INTERCEPT = {"cim_unit": ["ln_e_cim"], "row_drivers": ["ln_e_row"], "column_dr
                "router": ["ln_e_router_in", "ln_e_router_out"], "glb": ["ln_e_glb_in", "ln_e_glb_out"]}
 A_INTERCEPT = {"row_drivers": ["ln_a_row"], "column_drivers": ["ln_a_col"], "adc": ["adc_a0"],
                "input_buffer": ["ibuf_a0"], "output_buffer": ["obuf_a0"], "router": ["ln_a_router"]}
-E_TOTAL_WEIGHT = 4.0  # weight of the (Huber) total-energy term vs the per-component terms
+E_TOTAL_WEIGHT = 4.0
+REG = float(os.environ.get("CIMNAS_HW_REG", "0.01"))
+REG_KEYS = ("row_pulse_exp", "row_ib_exp", "ibuf_ib_exp", "ibuf_ct_exp", "obuf_rt_exp", "obuf_sl_exp",
+            "glb_fp_exp", "glb_fq_exp", "glb_fp_exp_dw", "glb_fq_exp_dw", "glb_fp_exp_t", "glb_fq_exp_t",
+            "glb_tm_exp", "glb_psum", "cim_slice_a", "cim_slice_b", "cim_v_exp")  # weight of the (Huber) total-energy term vs the per-component terms
 NOT_FITTED = ("ok_theta", "adc_a_t", "adc_a_b")  # no resolution/node variation in the data
 
 FLAGS = flags.FLAGS
@@ -138,6 +142,7 @@ def fit(name, train, steps, log=print, lbfgs_steps=400):
         for p in ps:
             coef[p] += sh
     free = {k: jnp.float32(v) for k, v in coef.items() if k not in NOT_FITTED}
+    init0 = {k: jnp.float32(v) for k, v in INIT.items()}
     fixed = {k: jnp.float32(v) for k, v in coef.items() if k in NOT_FITTED}
     le_tot, la_tot = jnp.log(ref["energy"]), jnp.log(ref["area"])
 
@@ -159,6 +164,8 @@ def fit(name, train, steps, log=print, lbfgs_steps=400):
         atot = jnp.log(sum(out["area"].values()))
         l += E_TOTAL_WEIGHT * jnp.mean(optax.huber_loss(etot - le_tot, delta=0.1)) * 20.0
         l += 4.0 * jnp.mean((atot - la_tot) ** 2)
+        # weak pull of the shape exponents toward their physical starting values (generalisation)
+        l += REG * sum((p[k] - init0[k]) ** 2 for k in REG_KEYS if k in p)
         return l
 
     sched = optax.cosine_decay_schedule(0.03, steps, alpha=0.03)

@@ -40,8 +40,13 @@ def _capacity(layers, hw):
 
 def evaluate_layer_table(tech: Technology, layers, hw) -> HWResult:
     """Analytic backend on a LayerTable ``[P, L]`` and HardwareParams ``[P]`` (pure JAX)."""
-    lm = layer_model(tech, layers, hw)
     act = layers.active
+    # inactive slots may hold zeros: give them harmless unit shapes so logs/grads stay finite
+    one = lambda x: jnp.where(act, x, jnp.ones_like(x))
+    safe = layers.replace(C=one(layers.C), M=one(layers.M), R=one(layers.R), S=one(layers.S), P=one(layers.P),
+                          Q=one(layers.Q), stride=one(layers.stride), input_bits=one(layers.input_bits),
+                          weight_bits=one(layers.weight_bits))
+    lm = layer_model(tech, safe, hw)
     z = lambda x: jnp.where(act, x, 0.0)
     e_comp = {k: jnp.sum(z(v), axis=-1) for k, v in lm["energy_j"].items()}
     layer_e = sum(z(lm["energy_j"][k]) for k in ENERGY_COMPONENTS)
