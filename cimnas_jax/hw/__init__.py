@@ -19,6 +19,8 @@ def get_backend(name: str = "analytic", **kwargs):
     if name == "cimloop":
         import importlib
         mod = importlib.import_module("cimnas_jax.cimloop")
+        if hasattr(mod, "get_cimloop_backend"):
+            return mod.get_cimloop_backend(**kwargs)
         if hasattr(mod, "get_backend"):
             return mod.get_backend(**kwargs)
         if hasattr(mod, "CimloopBackend"):
