@@ -64,6 +64,10 @@ SHIPPED = (
      "--max_minutes=14", "--variant=compare"],
     ["--space=resnet50_sram7nm", "--n_labels=100000", "--epochs=40", "--members=4", "--hidden=256,256",
      "--max_minutes=10", "--variant=compare"],
+    ["--space=mbv2_rram", "--n_labels=60000", "--epochs=30", "--members=4", "--hidden=256,256",
+     "--max_minutes=9", "--variant=mlp", "--out=surrogates/mbv2_rram/rram_32nm_mlp"],
+    ["--mode=new_node", "--space=mbv2_rram", "--technology=sram_7nm", "--source=surrogates/mbv2_rram/rram_32nm_mlp",
+     "--out=surrogates/mbv2_rram/new_node_sram_7nm_from_mlp", "--counts=10,30,100,300"],
     ["--mode=new_node", "--space=mbv2_rram", "--technology=sram_7nm", "--source=surrogates/mbv2_rram/rram_32nm",
      "--out=surrogates/mbv2_rram/new_node_sram_7nm", "--counts=10,30,100,300"],
 )
@@ -71,7 +75,7 @@ SHIPPED = (
 
 def ship_mode(root):
     for args in SHIPPED:
-        if "--space=mbv2_rram" in args and "--mode=new_node" not in args:
+        if "--space=mbv2_rram" in args and "--mode=new_node" not in args and "--variant=mlp" not in args:
             args = args + [f"--accuracy_labels={a}" for a in FLAGS.accuracy_labels]
         cmd = [sys.executable, str(Path(__file__).resolve())] + args
         print("+", " ".join(cmd), flush=True)
