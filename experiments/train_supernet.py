@@ -31,12 +31,13 @@ from cimnas_jax.data import batches, load_dataset, preprocess  # noqa: E402
 from cimnas_jax.nets.arch import largest_arch, smallest_arch, to_device  # noqa: E402
 from cimnas_jax.nets.config import SupernetConfig  # noqa: E402
 from cimnas_jax.nets.evaluate import SubnetEvaluator  # noqa: E402
-from cimnas_jax.nets.io import save_supernet  # noqa: E402
+from cimnas_jax.nets.io import enable_compile_cache, save_supernet  # noqa: E402
 from cimnas_jax.nets.supernet import Supernet, init_params  # noqa: E402
 from cimnas_jax.nets.train import (fixed_archs, init_state, make_optimizer,  # noqa: E402
                                    make_train_step, sandwich_archs)
 
 F = flags.FLAGS
+flags.DEFINE_string("jax_cache_dir", "/tmp/cimnas_jax_cache", "persistent compilation cache ('' = off)")
 flags.DEFINE_string("dataset", "fashion_mnist", "fashion_mnist | npz | folder")
 flags.DEFINE_string("data_dir", None, "IDX folder (fashion_mnist), .npz file or image folder")
 flags.DEFINE_string("out_dir", "/tmp/cimnas_supernet", "checkpoints + log (resumable)")
@@ -58,6 +59,11 @@ flags.DEFINE_integer("log_every", 20, "steps between progress lines")
 flags.DEFINE_integer("eval_every", 200, "steps between validation checks (0 = only at the end)")
 flags.DEFINE_integer("n_val_eval", 1000, "validation images per check")
 flags.DEFINE_integer("ckpt_every", 100, "steps between checkpoints")
+flags.DEFINE_string("init_from", None, "start from the params of another run: its --out_dir (latest "
+                    "orbax checkpoint) or an export folder (params.msgpack); optimizer starts fresh")
+flags.DEFINE_bool("final_val", True, "validate largest/smallest at the end (one more compile)")
+flags.DEFINE_integer("n_test_report", 10000, "test images for the export's reference subnets (0 = skip)")
+flags.DEFINE_integer("n_calib", 1024, "calibration images (BN re-estimation) for the export report")
 flags.DEFINE_float("max_minutes", 0.0, "stop (after checkpointing) after this many minutes; 0 = no limit")
 
 
@@ -65,8 +71,22 @@ def _state_to_tree(state):
     return {"step": state.step, "params": state.params, "opt_state": state.opt_state}
 
 
+def _load_init(src, state, tx):
+    """Params of another run (orbax ckpt in src/ckpt) or of an export folder (params.msgpack)."""
+    src = Path(src)
+    if (src / "params.msgpack").exists():
+        from cimnas_jax.nets.io import load_supernet
+        return load_supernet(src)[1]
+    mngr = ocp.CheckpointManager(str((src / "ckpt").resolve()))
+    if mngr.latest_step() is None:
+        raise ValueError(f"--init_from={src}: neither params.msgpack nor checkpoints in {src}/ckpt")
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _state_to_tree(state))
+    return mngr.restore(mngr.latest_step(), args=ocp.args.StandardRestore(abstract))["params"]
+
+
 def main(argv):
     del argv
+    enable_compile_cache(F.jax_cache_dir)
     t_start = time.time()
     out = Path(F.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -90,7 +110,8 @@ def main(argv):
                                  options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
     run_info = dict(cfg=cfg.to_dict(), batch_size=F.batch_size, full_epochs=F.full_epochs,
                     epochs=F.epochs, lr=F.lr, weight_decay=F.weight_decay, kd_weight=F.kd_weight,
-                    n_random=F.n_random, seed=F.seed, n_train=len(x_tr), dataset=ds.name)
+                    n_random=F.n_random, seed=F.seed, n_train=len(x_tr), dataset=ds.name,
+                    init_from=F.init_from)
     info_path = out / "run.json"
     prev = json.loads(info_path.read_text()) if info_path.exists() else None
     elapsed_before = 0.0
@@ -103,6 +124,9 @@ def main(argv):
         state = state.replace(step=tree["step"], params=tree["params"], opt_state=tree["opt_state"])
         elapsed_before = float(prev.get("train_seconds", 0.0)) if prev else 0.0
         print(f"resumed from step {int(state.step)} of {total}", flush=True)
+    elif F.init_from:
+        state = state.replace(params=_load_init(F.init_from, state, tx))
+        print(f"initialised params from {F.init_from}", flush=True)
 
     def write_info(**extra):
         d = dict(run=run_info, train_seconds=elapsed_before + time.time() - t_start, **extra)
@@ -124,6 +148,8 @@ def main(argv):
                 (("largest8", largest_arch(8)), ("smallest4", smallest_arch(4)))}
 
     def save(step):
+        if mngr.latest_step() == step:
+            return
         mngr.save(step, args=ocp.args.StandardSave(_state_to_tree(state)), force=True)
         mngr.wait_until_finished()
 
@@ -169,17 +195,37 @@ def main(argv):
     if s < total:
         print(f"stopped at step {s}/{total} (--max_minutes); rerun the same command to continue")
         return
-    last_val = validate(state.params)
-    print(f"final val ({F.n_val_eval} img): {last_val}", flush=True)
+    if F.final_val:
+        last_val = validate(state.params)
+        print(f"final val ({F.n_val_eval} img): {last_val}", flush=True)
     train_seconds = elapsed_before + time.time() - t_start
     write_info(step=s, total_steps=total, last_val=last_val, done=True)
     if F.export_dir:
         cmd = "python " + " ".join(sys.argv)
-        save_supernet(F.export_dir, state.params, cfg, dict(
-            command=cmd, run=run_info, steps=s, train_seconds=round(train_seconds, 1),
-            final_val=last_val, n_val_eval=F.n_val_eval, jax=jax.__version__,
-            machine=f"{os.cpu_count()}-core CPU ({jax.default_backend()})"))
-        print(f"exported to {F.export_dir}")
+        manifest = dict(command=cmd, run=run_info, steps=s, train_seconds=round(train_seconds, 1),
+                        final_val=last_val, n_val_eval=F.n_val_eval, jax=jax.__version__,
+                        machine=f"{os.cpu_count()}-core CPU ({jax.default_backend()})")
+        save_supernet(F.export_dir, state.params, cfg, manifest)
+        print(f"exported to {F.export_dir}", flush=True)
+        if F.n_test_report:
+            manifest["test_report"] = reference_report(model, state.params, ds, F.n_test_report, F.n_calib)
+            save_supernet(F.export_dir, state.params, cfg, manifest)
+            print(json.dumps(manifest["test_report"], indent=1), flush=True)
+
+
+def reference_report(model, params, ds, n_test, n_calib):
+    """Test accuracy of the largest / smallest subnet at uniform 8, 6, 4 bits."""
+    from cimnas_jax.nets.evaluate import evaluator_for
+
+    ev = evaluator_for(model, params, ds, "test", n_test, n_calib)
+    rep = dict(split="test", n_images=min(n_test, len(ds.x_test)), n_calib=ev.n_calib)
+    for name, fn in (("largest", largest_arch), ("smallest", smallest_arch)):
+        for b in (8, 6, 4):
+            r = ev.accuracy(fn(b))
+            rep[f"{name}_{b}bit"] = r["accuracy"]
+            rep[f"{name}_{b}bit_eval_seconds"] = round(r["seconds"], 2)
+            print(f"  test {name} @{b} bit: {r['accuracy']:.4f} ({r['seconds']:.1f} s)", flush=True)
+    return rep
 
 
 if __name__ == "__main__":

@@ -109,8 +109,10 @@ def test_bits_change_the_function(ev):
 def test_shipped_supernet_accuracy(ev):
     big = ev.accuracy(largest_arch(8))["accuracy"]
     small = ev.accuracy(smallest_arch(4))["accuracy"]
-    assert big >= 0.85, big  # 500 test images; full test set figure is in the MANIFEST
-    assert small < big
+    # 500 test images; the full-test figures (largest 8 bit 0.8085, smallest 4 bit 0.336) are in
+    # surrogates/supernet_fmnist/MANIFEST.json
+    assert big >= 0.75, big
+    assert small < big - 0.2, (small, big)
 
 
 @pytest.mark.skipif(os.environ.get("CIMNAS_SLOW_TESTS") != "1",
