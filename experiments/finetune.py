@@ -27,10 +27,11 @@ import numpy as np  # noqa: E402
 from cimnas_jax.data import batches, load_dataset, preprocess  # noqa: E402
 from cimnas_jax.nets.arch import check_arch, largest_arch, smallest_arch, to_device  # noqa: E402
 from cimnas_jax.nets.evaluate import evaluator_for  # noqa: E402
-from cimnas_jax.nets.io import DEFAULT_SUPERNET_DIR, load_supernet, save_supernet  # noqa: E402
+from cimnas_jax.nets.io import DEFAULT_SUPERNET_DIR, enable_compile_cache, load_supernet, save_supernet  # noqa: E402
 from cimnas_jax.nets.train import fixed_archs, init_state, make_optimizer, make_train_step  # noqa: E402
 
 F = flags.FLAGS
+flags.DEFINE_string("jax_cache_dir", "/tmp/cimnas_jax_cache", "persistent compilation cache ('' = off)")
 flags.DEFINE_string("supernet_dir", str(DEFAULT_SUPERNET_DIR), "folder with params.msgpack + MANIFEST.json")
 flags.DEFINE_string("dataset", "fashion_mnist", "fashion_mnist | npz | folder")
 flags.DEFINE_string("data_dir", None, "IDX folder, .npz file or image folder")
@@ -49,6 +50,7 @@ flags.DEFINE_string("out_dir", "/tmp/cimnas_finetune", "result.json + fine-tuned
 
 def main(argv):
     del argv
+    enable_compile_cache(F.jax_cache_dir)
     out = Path(F.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model, params, cfg, _ = load_supernet(F.supernet_dir)

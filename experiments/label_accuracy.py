@@ -28,10 +28,11 @@ import numpy as np  # noqa: E402
 
 from cimnas_jax.data import load_dataset  # noqa: E402
 from cimnas_jax.nets.evaluate import evaluator_for  # noqa: E402
-from cimnas_jax.nets.io import DEFAULT_SUPERNET_DIR, PARAMS_FILE, load_supernet  # noqa: E402
+from cimnas_jax.nets.io import DEFAULT_SUPERNET_DIR, PARAMS_FILE, enable_compile_cache, load_supernet  # noqa: E402
 from cimnas_jax.space import get_space  # noqa: E402
 
 F = flags.FLAGS
+flags.DEFINE_string("jax_cache_dir", "/tmp/cimnas_jax_cache", "persistent compilation cache ('' = off)")
 flags.DEFINE_string("space", "mbv2_rram", "search space (needs an architecture decoder)")
 flags.DEFINE_string("supernet_dir", str(DEFAULT_SUPERNET_DIR), "folder with params.msgpack + MANIFEST.json")
 flags.DEFINE_string("dataset", "fashion_mnist", "fashion_mnist | npz | folder")
@@ -73,6 +74,7 @@ def arch_key(arch: dict) -> str:
 
 def main(argv):
     del argv
+    enable_compile_cache(F.jax_cache_dir)
     out = Path(F.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model, params, cfg, sn_manifest = load_supernet(F.supernet_dir)

@@ -58,3 +58,11 @@ def load_supernet(path=None):
         raise ValueError(f"{d / PARAMS_FILE} does not match its MANIFEST config: {bad[:3]}")
     params = jax.tree.map(jnp.asarray, params)
     return Supernet(cfg), params, cfg, manifest
+
+
+def enable_compile_cache(path: str | None) -> None:
+    """Persistent XLA compilation cache: the supernet graphs take minutes to compile on a busy
+    2-core CPU; scripts that evaluate with the same shapes then reuse each other's executables."""
+    if path:
+        jax.config.update("jax_compilation_cache_dir", path)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
