@@ -42,7 +42,7 @@ flags.DEFINE_enum("variant", "compare", ["mlp", "physics", "compare"],
                   "hardware model: plain MLP, physics-informed correction on the analytic model, or both (keep the winner)")
 flags.DEFINE_integer("members", 4, "ensemble members")
 flags.DEFINE_string("hidden", "256,256", "hardware MLP hidden widths")
-flags.DEFINE_string("acc_hidden", "128,128", "accuracy MLP hidden widths")
+flags.DEFINE_string("acc_hidden", "64", "accuracy MLP hidden widths (small: a few hundred labels)")
 flags.DEFINE_integer("epochs", 60, "maximum epochs (hardware)")
 flags.DEFINE_integer("acc_epochs", 400, "maximum epochs (accuracy)")
 flags.DEFINE_float("lr", 1e-3, "peak learning rate")
@@ -55,6 +55,7 @@ flags.DEFINE_string("source", None, "new_node: the set to fine-tune (a set direc
 flags.DEFINE_string("counts", "10,30,100,300", "new_node: label counts")
 flags.DEFINE_integer("n_test", 3000, "new_node: held-out designs of the new node")
 flags.DEFINE_integer("ft_steps", 400, "new_node: optimisation steps per fine-tune / scratch run")
+flags.DEFINE_float("ft_lr", 3e-4, "new_node: peak learning rate of full fine-tuning")
 
 
 # The shipped sets, rebuilt in this order by --mode=ship (one command; the hardware model is
@@ -353,8 +354,8 @@ def _train_accuracy(sp, out_dir):
         ga, ha, a = ga[ok], [x for x, o in zip(ha, ok) if o], a[ok]
         atr, ava, ate = split_by_hash(ha, 14, 2)   # 70/10/20: small sets need a bigger test split
         acfg = TrainConfig(hidden=_ints(FLAGS.acc_hidden, "acc_hidden"), members=FLAGS.members, lr=FLAGS.lr,
-                           batch=min(64, int(atr.sum())), max_epochs=FLAGS.acc_epochs, patience=40, beta=0.5,
-                           weight_decay=1e-3, seed=FLAGS.seed, max_seconds=FLAGS.max_minutes * 60)
+                           batch=min(32, int(atr.sum())), max_epochs=FLAGS.acc_epochs, patience=60, beta=1.0,
+                           weight_decay=1e-2, seed=FLAGS.seed, max_seconds=FLAGS.max_minutes * 60, select="mse")
         print(f"accuracy labels: {len(a)} subnets; split {atr.sum()}/{ava.sum()}/{ate.sum()}")
         acc_ens, acc_hist = fit_ensemble(sp, {"genomes": ga[atr], "y": a[atr, None]},
                                          {"genomes": ga[ava], "y": a[ava, None]}, acfg, targets=ACC_TARGETS)
@@ -402,18 +403,18 @@ def new_node_mode(sp, root, out_dir, technology):
     # head-only fine-tuning: ridge (leave-one-out-chosen penalty) on the frozen source network's
     # last hidden layer + its own prediction, per member; "ridge from scratch" uses the raw
     # inputs (one-hot + numeric features) instead - same labels, same solver.
-    def frozen_feats(gg):
+    def frozen_feats(gg, ens=src):
         gg = jnp.asarray(gg)
-        base = physics_base(sp, gg, src.base_technology)[0] if src.base_technology else None
-        x = inputs(sp, gg, src, base)
+        base = physics_base(sp, gg, ens.base_technology)[0] if ens.base_technology else None
+        x = inputs(sp, gg, ens, base)
         def one(p):
             h = x
-            for i in range(len(src.hidden)):
+            for i in range(len(ens.hidden)):
                 d = p["params"][f"Dense_{i}"]
                 h = jax.nn.gelu(h @ d["kernel"] + d["bias"])
             return h
-        hid = np.asarray(jax.vmap(one)(src.params))                      # [M, P, H]
-        pred = np.asarray(ensemble_stats(src, x, base)[0])               # [P, T]
+        hid = np.asarray(jax.vmap(one)(ens.params))                      # [M, P, H]
+        pred = np.asarray(ensemble_stats(ens, x, base)[0])               # [P, T]
         return [np.concatenate([hm, pred], -1) for hm in hid], np.asarray(x)
     test_hid, test_x = frozen_feats(g[test])
     pool_hid, pool_x = frozen_feats(g[pool])
@@ -435,7 +436,7 @@ def new_node_mode(sp, root, out_dir, technology):
         rows[f"offset_only_{n}"] = score(shifted)
         B = min(n, 64)
         epochs = max(1, FLAGS.ft_steps // max(n // B, 1))
-        ft_cfg = TrainConfig(hidden=src.hidden, members=src.n_members, lr=3e-4, batch=B, max_epochs=epochs,
+        ft_cfg = TrainConfig(hidden=src.hidden, members=src.n_members, lr=FLAGS.ft_lr, batch=B, max_epochs=epochs,
                              weight_decay=1e-4, seed=FLAGS.seed)
         sc_cfg = TrainConfig(hidden=src.hidden, members=src.n_members, lr=1e-3, batch=B, max_epochs=epochs,
                              weight_decay=1e-4, seed=FLAGS.seed)
@@ -446,6 +447,9 @@ def new_node_mode(sp, root, out_dir, technology):
         rows[f"finetune_{n}"], rows[f"scratch_{n}"] = score(ft), score(sc)
         rows[f"head_finetune_{n}"] = ridge_score([h_[:n] for h_ in pool_hid], test_hid, y[sel])
         rows[f"ridge_scratch_{n}"] = ridge_score([pool_x[:n]], [test_x], y[sel])
+        ft_test, _ = frozen_feats(g[test], ft)
+        ft_pool, _ = frozen_feats(g[sel], ft)
+        rows[f"finetune_then_head_{n}"] = ridge_score(ft_pool, ft_test, y[sel])
         print(n, {k: rows[f"{k}_{n}"] for k in KINDS})
     report = {"command": " ".join([os.path.relpath(sys.argv[0], root)] + sys.argv[1:]),
               "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -460,7 +464,7 @@ def new_node_mode(sp, root, out_dir, technology):
     print(f"wrote {out_dir}/report.json")
 
 
-KINDS = ("offset_only", "finetune", "scratch", "head_finetune", "ridge_scratch")
+KINDS = ("offset_only", "finetune", "scratch", "head_finetune", "ridge_scratch", "finetune_then_head")
 
 
 def _ridge_loo(z, y, z_test):
@@ -499,7 +503,7 @@ def _plot_new_node(out_dir, counts, rows, targets):
         for r, metric in enumerate(("kendall_tau", "mape_pct")):
             ax = axes[r, j]
             for kind, st in (("finetune", "o-"), ("scratch", "s--"), ("offset_only", "^:"),
-                             ("head_finetune", "D-"), ("ridge_scratch", "x--")):
+                             ("head_finetune", "D-"), ("ridge_scratch", "x--"), ("finetune_then_head", "v-")):
                 ax.plot(counts, [rows[f"{kind}_{n}"][t][metric] for n in counts], st, label=kind)
             ax.axhline(rows["source_zero_shot"][t][metric], color="gray", lw=1, label="zero-shot")
             ax.set_xscale("log"); ax.set_xlabel("new-node labels"); ax.set_title(f"{t}: {metric}")

@@ -39,6 +39,7 @@ class TrainConfig:
     valid_weight: float = 0.1
     seed: int = 0
     max_seconds: float = math.inf
+    select: str = "nll"          # early-stopping criterion on validation: "nll" or "mse" (of the mean)
 
 
 def featurise(space, genomes, base_technology=None, chunk: int = 8192):
@@ -79,10 +80,10 @@ def _loss_fn(module, beta, valid_weight):
     return loss
 
 
-def _plain_nll(module, params, x, y, m):
+def _plain_nll(module, params, x, y, m, select="nll"):
     mu, logvar, _ = module.apply(params, x)
     yy = jnp.where(m, y, 0.0)
-    nll = 0.5 * (logvar + (yy - mu) ** 2 / jnp.exp(logvar))
+    nll = 0.5 * (logvar + (yy - mu) ** 2 / jnp.exp(logvar)) if select == "nll" else (yy - mu) ** 2
     return jnp.sum(jnp.where(m, nll, 0.0)) / jnp.maximum(jnp.sum(m), 1.0)
 
 
@@ -160,7 +161,7 @@ def fit_ensemble(space, train: dict, val: dict | None, cfg: TrainConfig, *, targ
         voh, vnum, vy, vm, _ = prep(val)
         Xv = jnp.asarray(to_x(voh, vnum))
         Yv, Mv = jnp.asarray((vy - y_mean) / y_std, jnp.float32), jnp.asarray(vm)
-        val_loss = jax.jit(lambda p: jax.vmap(lambda q: _plain_nll(module, q, Xv, Yv, Mv))(p))
+        val_loss = jax.jit(lambda p: jax.vmap(lambda q: _plain_nll(module, q, Xv, Yv, Mv, cfg.select))(p))
     rng = np.random.default_rng(cfg.seed)
     best = params
     best_loss = np.full(n_mem, np.inf)
