@@ -42,7 +42,7 @@ flags.DEFINE_enum("variant", "compare", ["mlp", "physics", "compare"],
                   "hardware model: plain MLP, physics-informed correction on the analytic model, or both (keep the winner)")
 flags.DEFINE_integer("members", 4, "ensemble members")
 flags.DEFINE_string("hidden", "256,256", "hardware MLP hidden widths")
-flags.DEFINE_string("acc_hidden", "64", "accuracy MLP hidden widths (small: a few hundred labels)")
+flags.DEFINE_string("acc_hidden", "64", "accuracy MLP hidden widths (small: a few hundred labels; 0 = linear)")
 flags.DEFINE_integer("epochs", 60, "maximum epochs (hardware)")
 flags.DEFINE_integer("acc_epochs", 400, "maximum epochs (accuracy)")
 flags.DEFINE_float("lr", 1e-3, "peak learning rate")
@@ -83,7 +83,9 @@ def ship_mode(root):
         subprocess.run(cmd, cwd=root, check=True)
 
 
-def _ints(s, name):
+def _ints(s, name, allow_empty=False):
+    if allow_empty and s.strip() in ("", "0"):
+        return ()                                   # no hidden layer: a linear model
     try:
         v = tuple(int(x) for x in s.split(",") if x.strip())
     except ValueError:
@@ -353,7 +355,7 @@ def _train_accuracy(sp, out_dir):
         ok = np.isfinite(a)
         ga, ha, a = ga[ok], [x for x, o in zip(ha, ok) if o], a[ok]
         atr, ava, ate = split_by_hash(ha, 14, 2)   # 70/10/20: small sets need a bigger test split
-        acfg = TrainConfig(hidden=_ints(FLAGS.acc_hidden, "acc_hidden"), members=FLAGS.members, lr=FLAGS.lr,
+        acfg = TrainConfig(hidden=_ints(FLAGS.acc_hidden, "acc_hidden", allow_empty=True), members=FLAGS.members, lr=FLAGS.lr,
                            batch=min(32, int(atr.sum())), max_epochs=FLAGS.acc_epochs, patience=60, beta=1.0,
                            weight_decay=1e-2, seed=FLAGS.seed, max_seconds=FLAGS.max_minutes * 60, select="mse")
         print(f"accuracy labels: {len(a)} subnets; split {atr.sum()}/{ava.sum()}/{ate.sum()}")
