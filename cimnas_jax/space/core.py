@@ -135,6 +135,12 @@ class Space:
         self._offset, self._slope = offset, slope
         self._gathered = np.flatnonzero(~np.asarray(affine, bool))
         self._salt = np.uint32(zlib.crc32(name.encode()))
+        # Jitted decoders: eager (op-by-op) calls of these take seconds; inside a caller's jit
+        # they inline, so wrapping costs nothing there.
+        self._jit_workloads = jax.jit(lambda g: workloads_fn(self, g))
+        self._jit_hardware = jax.jit(lambda g: hardware_fn(self, g))
+        self._jit_active = jax.jit(lambda g: active_fn(self, g))
+        self._jit_architecture = jax.jit(lambda g: architecture_fn(self, g)) if architecture_fn else None
 
     def __repr__(self) -> str:
         return f"Space({self.name!r}, genes={self.n_genes}, technology={self.technology!r})"
@@ -170,7 +176,7 @@ class Space:
 
     def active(self, genomes: jax.Array) -> jax.Array:
         """bool ``[P, G]``: True where the gene changes the design."""
-        return self._active_fn(self, jnp.atleast_2d(jnp.asarray(genomes, jnp.int32)))
+        return self._jit_active(jnp.atleast_2d(jnp.asarray(genomes, jnp.int32)))
 
     def canonicalise(self, genomes: jax.Array) -> jax.Array:
         """Set genes without effect to index 0, so one design has one genome."""
@@ -201,17 +207,17 @@ class Space:
 
     def workloads(self, genomes: jax.Array):
         """Fixed-shape layer table ``[P, L]`` (see ``cimnas_jax.workload.LayerTable``)."""
-        return self._workloads_fn(self, jnp.atleast_2d(jnp.asarray(genomes, jnp.int32)))
+        return self._jit_workloads(jnp.atleast_2d(jnp.asarray(genomes, jnp.int32)))
 
     def hardware(self, genomes: jax.Array):
         """Hardware parameters ``[P]`` (see ``cimnas_jax.workload.HardwareParams``)."""
-        return self._hardware_fn(self, jnp.atleast_2d(jnp.asarray(genomes, jnp.int32)))
+        return self._jit_hardware(jnp.atleast_2d(jnp.asarray(genomes, jnp.int32)))
 
     def architecture(self, genomes: jax.Array) -> dict[str, jax.Array]:
         """Arrays a supernet needs (depths, kernels, channels, bits)."""
         if self._architecture_fn is None:
             raise NotImplementedError(f"space '{self.name}' has no supernet architecture decoder")
-        return self._architecture_fn(self, jnp.atleast_2d(jnp.asarray(genomes, jnp.int32)))
+        return self._jit_architecture(jnp.atleast_2d(jnp.asarray(genomes, jnp.int32)))
 
     # ----------------------------------------------------------------- host side
     def hash_hex(self, genomes) -> list[str]:
