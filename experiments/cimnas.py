@@ -176,8 +176,13 @@ def measure_accuracy(sp, genomes, rows) -> str:
         arch_all = {k: np.asarray(v) for k, v in sp.architecture(genomes).items()}
     except NotImplementedError:
         return f"not measured: no supernet exists for space {sp.name}"
+    from cimnas_jax.data import DatasetMissingError
     model, params, cfg, manifest = load_supernet(F.supernet_dir or None)
-    ds = load_dataset("fashion_mnist", F.data_dir, 5000, cfg.resolution)
+    try:
+        ds = load_dataset("fashion_mnist", F.data_dir, 5000, cfg.resolution)
+    except DatasetMissingError as e:
+        print(f"  accuracy not measured: {e}", file=sys.stderr)
+        return f"not measured ({e})"
     ev = evaluator_for(model, params, ds, "test", F.test_images)
     t0 = time.perf_counter()
     for i, r in enumerate(rows):
