@@ -42,6 +42,8 @@ flags.DEFINE_enum("variant", "compare", ["mlp", "physics", "compare"],
                   "hardware model: plain MLP, physics-informed correction on the analytic model, or both (keep the winner)")
 flags.DEFINE_integer("members", 4, "ensemble members")
 flags.DEFINE_string("hidden", "256,256", "hardware MLP hidden widths")
+flags.DEFINE_enum("acc_features", "arch", ["arch", "full"], "accuracy inputs: network/bit genes + "
+                  "architecture aggregates (arch), or every gene + hardware numerics (full)")
 flags.DEFINE_string("acc_hidden", "64", "accuracy MLP hidden widths (small: a few hundred labels; 0 = linear)")
 flags.DEFINE_integer("epochs", 60, "maximum epochs (hardware)")
 flags.DEFINE_integer("acc_epochs", 400, "maximum epochs (accuracy)")
@@ -360,7 +362,8 @@ def _train_accuracy(sp, out_dir):
                            weight_decay=1e-2, seed=FLAGS.seed, max_seconds=FLAGS.max_minutes * 60, select="mse")
         print(f"accuracy labels: {len(a)} subnets; split {atr.sum()}/{ava.sum()}/{ate.sum()}")
         acc_ens, acc_hist = fit_ensemble(sp, {"genomes": ga[atr], "y": a[atr, None]},
-                                         {"genomes": ga[ava], "y": a[ava, None]}, acfg, targets=ACC_TARGETS)
+                                         {"genomes": ga[ava], "y": a[ava, None]}, acfg, targets=ACC_TARGETS,
+                                         features=FLAGS.acc_features)
         acc_test = evaluate_acc(sp, acc_ens, ga[ate], a[ate], out_dir)
         print(json.dumps({"accuracy": _summary({"accuracy": acc_test})}, indent=1))
         acc_prov = {"source": [str(p) for p in FLAGS.accuracy_labels],

@@ -169,3 +169,29 @@ def test_accuracy_label_files_parsed_and_checked(tmp_path):
     (tmp_path / "part-3.jsonl").write_text(json.dumps(bad) + "\n")
     with pytest.raises(Exception, match="does not match"):
         mod.accuracy_labels(sp, [str(tmp_path)])
+
+
+def test_accuracy_arch_features_ignore_hardware_and_round_trip(tmp_path):
+    """An accuracy ensemble on architecture features: learns a known law of the network genes,
+    is blind to hardware genes, and keeps its feature kind through save/load."""
+    from cimnas_jax.surrogate import ACC_TARGETS
+    sp = get_space(SPACE)
+    g = np.asarray(sp.canonicalise(sp.sample(jax.random.PRNGKey(3), 700)))
+    d = sp.decode(jnp.asarray(g))
+    depth = sum(d[f"depth_s{i}"] for i in range(1, 6))
+    y = np.asarray(0.5 + 0.02 * depth + 0.01 * d["kernel_b01"] + 0.005 * d["pw_w_bits_b01"], np.float64)[:, None]
+    cfg = TrainConfig(hidden=(), members=2, lr=1e-2, batch=32, max_epochs=60, patience=20, weight_decay=1e-4)
+    D = lambda s: {"genomes": g[s], "y": y[s]}
+    ens, _ = fit_ensemble(sp, D(slice(0, 500)), D(slice(500, 600)), cfg, targets=ACC_TARGETS,
+                          log=lambda *_: None, features="arch")
+    assert ens.features == "arch"
+    sset = SurrogateSet(hw=None, acc=ens, space_name=sp.name)
+    out = np.asarray(predict(sset, jnp.asarray(g[600:]))["accuracy"])
+    assert fidelity(y[600:, 0], out, log_space=False)["kendall_tau"] > 0.8
+    g2 = g[600:].copy()
+    g2[:, :9] = (g2[:, :9] + 1) % sp.n_choices[:9]          # change every hardware gene
+    np.testing.assert_allclose(np.asarray(predict(sset, jnp.asarray(g2))["accuracy"]), out, rtol=1e-6)
+    save_set(tmp_path / "s", sset, sp, {"note": "test"})
+    back = load_set(tmp_path / "s", sp)
+    assert back.acc.features == "arch"
+    np.testing.assert_allclose(np.asarray(predict(back, jnp.asarray(g[600:]))["accuracy"]), out, rtol=1e-6)

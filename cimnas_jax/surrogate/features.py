@@ -83,3 +83,35 @@ def numeric(space, genomes: jax.Array) -> jax.Array:
              jnp.sum(act, axis=-1).astype(jnp.float32), jnp.max(jnp.where(act, slices, 0.0), axis=-1)]
     out = jnp.stack(cols, axis=-1).astype(jnp.float32)
     return jnp.where(jnp.isfinite(out), out, 0.0)
+
+
+ARCH_NUMERIC_NAMES = (
+    "log2_macs", "log2_weights", "n_active_layers", "mean_input_bits_by_macs", "mean_weight_bits_by_macs",
+    "mean_weight_bits_by_weights", "frac_macs_4bit_inputs", "frac_macs_4bit_weights",
+    "frac_weights_4bit", "log2_macs_conv", "log2_macs_depthwise", "log2_macs_pointwise",
+    "mean_kernel_by_macs", "log2_min_channels")
+
+
+def arch_numeric(space, genomes: jax.Array) -> jax.Array:
+    """Architecture-only features ``float32[P, S + F]``: the physical value of every network and
+    bit gene (0 where the gene has no effect; S genes), then ``ARCH_NUMERIC_NAMES`` aggregates —
+    size, depth and MAC/weight-weighted precision. Ordinal values rather than one-hot columns:
+    accuracy labels are few (hundreds), and kernel size, channels and bits act monotonically."""
+    g = jnp.atleast_2d(jnp.asarray(genomes, jnp.int32))
+    sw = np.array([i for i, gr in enumerate(space.genes) if not gr.group.startswith("hardware")])
+    values = jnp.where(space.active(g), space.values(g), 0.0)[:, sw]
+    L = space.workloads(g)
+    act = L.active
+    z = lambda x: jnp.where(act, x, 0.0)
+    s = lambda x: jnp.sum(z(x), axis=-1)
+    macs, w = s(L.macs), s(L.n_weights)
+    per_kind = [_log2(1.0 + s(jnp.where(L.kind == k, L.macs, 0.0))) for k in range(3)]
+    min_ch = jnp.min(jnp.where(act & (L.kind != 3), jnp.minimum(L.C, L.M), 1e9), axis=-1)
+    cols = [_log2(macs), _log2(w), s(jnp.ones_like(L.macs)),
+            s(L.macs * L.input_bits) / macs, s(L.macs * L.weight_bits) / macs,
+            s(L.n_weights * L.weight_bits) / w,
+            s(jnp.where(L.input_bits <= 4, L.macs, 0.0)) / macs,
+            s(jnp.where(L.weight_bits <= 4, L.macs, 0.0)) / macs,
+            s(jnp.where(L.weight_bits <= 4, L.n_weights, 0.0)) / w,
+            *per_kind, s(L.macs * L.R) / macs, _log2(min_ch)]
+    return jnp.concatenate([values, jnp.stack(cols, axis=-1)], axis=-1).astype(jnp.float32)

@@ -32,7 +32,7 @@ def _ens_config(e: Ensemble | None):
     if e is None:
         return None
     return {"hidden": list(e.hidden), "targets": list(e.targets), "with_valid": bool(e.with_valid),
-            "base_technology": e.base_technology, "members": e.n_members}
+            "base_technology": e.base_technology, "members": e.n_members, "features": e.features}
 
 
 def save_set(path, sset: SurrogateSet, space, manifest: dict) -> Path:
@@ -119,7 +119,8 @@ def load_set(path, space) -> SurrogateSet:
                           x_mean=jnp.asarray(d["x_mean"]), x_std=jnp.asarray(d["x_std"]),
                           y_mean=jnp.asarray(d["y_mean"]), y_std=jnp.asarray(d["y_std"]),
                           hidden=tuple(cfg["hidden"]), targets=tuple(cfg["targets"]),
-                          with_valid=bool(cfg["with_valid"]), base_technology=cfg["base_technology"])
+                          with_valid=bool(cfg["with_valid"]), base_technology=cfg["base_technology"],
+                          features=cfg.get("features", "full"))
     _warn_if_base_changed(man, ens["hw"])
     return SurrogateSet(hw=ens["hw"], acc=ens["acc"], space_name=space.name)
 

@@ -63,6 +63,7 @@ class Ensemble:
     targets: tuple = flax.struct.field(pytree_node=False, default=HW_TARGETS)
     with_valid: bool = flax.struct.field(pytree_node=False, default=False)
     base_technology: str | None = flax.struct.field(pytree_node=False, default=None)
+    features: str = flax.struct.field(pytree_node=False, default="full")   # "full" | "arch"
 
     @property
     def module(self) -> MLP:
@@ -93,10 +94,13 @@ def physics_base(space, genomes, technology: str) -> tuple[jax.Array, jax.Array]
 
 def inputs(space, genomes, ens: Ensemble, base=None) -> jax.Array:
     """Model input ``[P, C + F (+3)]`` for one ensemble (numeric part standardised)."""
-    num = F.numeric(space, genomes)
+    arch = ens.features == "arch"
+    num = F.arch_numeric(space, genomes) if arch else F.numeric(space, genomes)
     if ens.base_technology is not None:
         num = jnp.concatenate([num, base], -1)
     num = (num - ens.x_mean) / ens.x_std
+    if arch:   # architecture features alone (no one-hot: see features.arch_numeric)
+        return num
     return jnp.concatenate([F.onehot(space, genomes), num], -1)
 
 

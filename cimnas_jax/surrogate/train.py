@@ -42,11 +42,18 @@ class TrainConfig:
     select: str = "nll"          # early-stopping criterion on validation: "nll" or "mse" (of the mean)
 
 
-def featurise(space, genomes, base_technology=None, chunk: int = 8192):
-    """Host arrays: one-hot bool [N, C], numeric float32 [N, F(+3)], base logs [N, 3] or None."""
+def featurise(space, genomes, base_technology=None, chunk: int = 8192, features: str = "full"):
+    """Host arrays: one-hot bool [N, C], numeric float32 [N, F(+3)], base logs [N, 3] or None.
+
+    features: "full" (all genes + hardware/workload numerics) or "arch" (network and bit genes
+    + architecture numerics only; for accuracy)."""
+    if features not in ("full", "arch"):
+        raise ValueError(f"features must be 'full' or 'arch', got {features!r}")
+    arch = features == "arch"
     g = np.asarray(genomes, np.int32)
-    f_oh = jax.jit(lambda x: F.onehot(space, x, jnp.bool_))
-    f_num = jax.jit(lambda x: F.numeric(space, x))
+    f_oh = jax.jit(lambda x: (jnp.zeros((x.shape[0], 0), jnp.bool_) if arch
+                              else F.onehot(space, x, jnp.bool_)))
+    f_num = jax.jit(lambda x: F.arch_numeric(space, x) if arch else F.numeric(space, x))
     f_base = jax.jit(lambda x: physics_base(space, x, base_technology)[0]) if base_technology else None
     oh, num, base = [], [], []
     for i in range(0, len(g), chunk):
@@ -89,7 +96,8 @@ def _plain_nll(module, params, x, y, m, select="nll"):
 
 def fit_ensemble(space, train: dict, val: dict | None, cfg: TrainConfig, *, targets: tuple,
                  with_valid: bool = False, base_technology: str | None = None,
-                 init: Ensemble | None = None, log: Callable = print) -> tuple[Ensemble, dict]:
+                 init: Ensemble | None = None, log: Callable = print,
+                 features: str = "full") -> tuple[Ensemble, dict]:
     """Train an ensemble.
 
     train/val: dicts with ``genomes`` int32 [N, G], ``y`` float [N, T] in label units (log units
@@ -101,7 +109,7 @@ def fit_ensemble(space, train: dict, val: dict | None, cfg: TrainConfig, *, targ
     T = len(targets)
     def prep(d):
         y = np.asarray(d["y"], np.float64).reshape(len(d["genomes"]), T)
-        oh, num, base = featurise(space, d["genomes"], base_technology)
+        oh, num, base = featurise(space, d["genomes"], base_technology, features=features)
         if base is not None:
             y = y - base
         m = np.isfinite(y)
@@ -121,7 +129,7 @@ def fit_ensemble(space, train: dict, val: dict | None, cfg: TrainConfig, *, targ
     ens = Ensemble(params=None, x_mean=jnp.asarray(x_mean, jnp.float32), x_std=jnp.asarray(x_std, jnp.float32),
                    y_mean=jnp.asarray(y_mean, jnp.float32), y_std=jnp.asarray(y_std, jnp.float32),
                    hidden=tuple(cfg.hidden), targets=tuple(targets), with_valid=with_valid,
-                   base_technology=base_technology)
+                   base_technology=base_technology, features=features)
     module = ens.module
     to_x = lambda oh_, num_: np.concatenate([oh_.astype(np.float32), (num_ - x_mean) / x_std], -1).astype(np.float32)
     X = jnp.asarray(to_x(oh, num))
