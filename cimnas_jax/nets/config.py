@@ -17,15 +17,10 @@ from typing import Optional
 
 import numpy as np
 
-STAGE_WIDTHS = (24, 40, 80, 96, 192, 320)
-STAGE_STRIDES = (2, 2, 2, 1, 2, 1)
-STAGE_MAX_BLOCKS = (4, 4, 4, 4, 4, 1)
-DEPTH_CHOICES = (2, 3, 4)
-KERNEL_CHOICES = (3, 5, 7)
-BIT_CHOICES = (4, 6, 8)
-FIRST_CONV_OUT = 32
-FIRST_BLOCK_OUT = 16
-FINAL_CH = 1280
+# The network the genes describe is defined once, by the space (cimnas_jax/space/mbv2_rram.py).
+from cimnas_jax.space.mbv2_rram import (  # noqa: E402
+    BIT_CHOICES, DEPTH_CHOICES, FINAL_CH, FIRST_BLOCK_OUT, FIRST_CONV_OUT, KERNEL_CHOICES, STAGE_MAX_BLOCKS,
+    STAGE_STRIDES, STAGE_WIDTHS, mid_choices)
 MAX_KERNEL = 7
 N_BLOCKS = sum(STAGE_MAX_BLOCKS)  # 21
 ARCH_KEYS = ("depths", "kernel", "mid_channels", "pw_w_bits", "pw_a_bits", "dw_w_bits",
@@ -35,11 +30,6 @@ ARCH_KEYS = ("depths", "kernel", "mid_channels", "pw_w_bits", "pw_a_bits", "dw_w
 def scaled(c: float, width_mult: float) -> int:
     """Channel rule: ceil(c * width_mult) (rounded to 1e-6 first, so 320 * 0.35 -> 112)."""
     return max(1, int(math.ceil(round(c * width_mult, 6))))
-
-
-def mid_choices(in_w: int) -> tuple[int, ...]:
-    """Full-scale middle channels of a block: 4x to 6x its input width in steps of 8."""
-    return tuple(range(4 * in_w, 6 * in_w + 1, 8))
 
 
 def _block_table():
