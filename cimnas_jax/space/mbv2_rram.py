@@ -100,7 +100,7 @@ _BITS0 = _MID0 + N_BLOCKS
 
 
 def _block_active(sp: Space, g):
-    depths = sp.values(g)[:, _DEPTH0:_DEPTH0 + 6]                       # [P, 6] physical
+    depths = sp.values_at(g, range(_DEPTH0, _DEPTH0 + 6))                # [P, 6] physical
     d = depths[:, BLOCK_STAGE]                                           # [P, 21]
     last_stage = jnp.asarray(np.array(STAGE_MAX_BLOCKS)[BLOCK_STAGE] == 1)
     return (BLOCK_POS < d) | last_stage

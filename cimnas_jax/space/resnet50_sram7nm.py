@@ -82,7 +82,7 @@ _BITS0 = _EXP0 + N_BLOCKS
 
 
 def _block_active(sp: Space, g):
-    d = sp.values(g)[:, _DEPTH0:_DEPTH0 + 4][:, BLOCK_STAGE]
+    d = sp.values_at(g, range(_DEPTH0, _DEPTH0 + 4))[:, BLOCK_STAGE]
     return BLOCK_POS < d
 
 
