@@ -182,39 +182,6 @@ def dir_labels(sp, path):
     return g, h, np.asarray(y, np.float64), np.asarray(v, bool)
 
 
-def accuracy_labels(sp, paths):
-    """Accuracy labels (genome, hash, accuracy) from JSONL files; later duplicates overwrite."""
-    import numpy as np
-    rows = {}
-    files = []
-    for path in paths:
-        p = Path(path)
-        if not p.exists():
-            raise app.UsageError(f"--accuracy_labels={path}: file or folder not found")
-        files += sorted(p.glob("*.jsonl")) if p.is_dir() else [p]
-    if not files:
-        raise app.UsageError(f"--accuracy_labels={paths}: no .jsonl files")
-    for p in files:
-        path = p
-        for i, line in enumerate(p.read_text().splitlines()):
-            if not line.strip():
-                continue
-            d = json.loads(line)
-            acc = d.get("accuracy", d.get("top1"))
-            if "genome" not in d or acc is None:
-                raise app.UsageError(f"{path}:{i + 1}: needs 'genome' and 'accuracy'")
-            g = sp.check(np.asarray(d["genome"])[None])[0]
-            h = sp.hash_hex(g[None])[0]
-            given = d.get("hash", d.get("design_hash"))
-            if given is not None and given != h:
-                raise app.UsageError(f"{path}:{i + 1}: hash {given} does not match space '{sp.name}' ({h})")
-            rows[h] = (np.asarray(sp.canonicalise(g[None]))[0], float(acc))
-    hs = sorted(rows)
-    g = np.stack([rows[h][0] for h in hs]) if hs else np.zeros((0, sp.n_genes), np.int32)
-    a = np.asarray([rows[h][1] for h in hs], np.float64)
-    return g, hs, a
-
-
 def split_by_hash(hashes, train=16, val=2):
     """By (first 8 hex digits of the hash) mod 20: [0, train) train, then val, rest test."""
     import numpy as np
@@ -349,11 +316,15 @@ def _add_accuracy(sp, root, out_dir, cfg, t_start):
 
 
 def _train_accuracy(sp, out_dir):
+    from cimnas_jax.surrogate.labels import read_accuracy_labels
     import numpy as np
     from cimnas_jax.surrogate import ACC_TARGETS, TrainConfig, fit_ensemble
     acc_ens, acc_test, acc_prov = None, None, None
     if FLAGS.accuracy_labels:
-        ga, ha, a = accuracy_labels(sp, FLAGS.accuracy_labels)
+        try:
+            ga, ha, a = read_accuracy_labels(sp, FLAGS.accuracy_labels)
+        except ValueError as e:
+            raise app.UsageError(f"--accuracy_labels: {e}")
         ok = np.isfinite(a)
         ga, ha, a = ga[ok], [x for x, o in zip(ha, ok) if o], a[ok]
         atr, ava, ate = split_by_hash(ha, 14, 2)   # 70/10/20: small sets need a bigger test split

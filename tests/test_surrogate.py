@@ -148,27 +148,21 @@ def test_shipped_set_loads_and_predicts():
 
 
 def test_accuracy_label_files_parsed_and_checked(tmp_path):
-    """train_surrogates reads the supernet's JSONL folder, canonicalises, and rejects wrong hashes."""
-    import importlib.util
-    import sys
-    root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("train_surrogates", root / "experiments" / "train_surrogates.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["train_surrogates"] = mod
-    spec.loader.exec_module(mod)
+    """Accuracy labels: the supernet's JSONL folder is read, canonicalises, and rejects wrong hashes."""
+    from cimnas_jax.surrogate.labels import read_accuracy_labels
     sp = get_space(SPACE)
     g = np.asarray(sp.sample(jax.random.PRNGKey(5), 6))
     hs = sp.hash_hex(g)
     lines = [json.dumps({"genome": g[i].tolist(), "hash": hs[i], "accuracy": 0.5 + 0.05 * i}) for i in range(6)]
     (tmp_path / "part-1.jsonl").write_text("\n".join(lines[:3]) + "\n")
     (tmp_path / "part-2.jsonl").write_text("\n".join(lines[3:]) + "\n")
-    ga, ha, a = mod.accuracy_labels(sp, [str(tmp_path)])
+    ga, ha, a = read_accuracy_labels(sp, [str(tmp_path)])
     assert len(a) == 6 and sorted(ha) == sorted(hs)
     np.testing.assert_array_equal(ga, np.asarray(sp.canonicalise(ga)))
     bad = json.loads(lines[0]); bad["hash"] = "0" * 16
     (tmp_path / "part-3.jsonl").write_text(json.dumps(bad) + "\n")
     with pytest.raises(Exception, match="does not match"):
-        mod.accuracy_labels(sp, [str(tmp_path)])
+        read_accuracy_labels(sp, [str(tmp_path)])
 
 
 def test_accuracy_arch_features_ignore_hardware_and_round_trip(tmp_path):
