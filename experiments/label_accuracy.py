@@ -28,7 +28,8 @@ import numpy as np  # noqa: E402
 
 from cimnas_jax.data import load_dataset  # noqa: E402
 from cimnas_jax.nets.evaluate import evaluator_for  # noqa: E402
-from cimnas_jax.nets.io import DEFAULT_SUPERNET_DIR, PARAMS_FILE, enable_compile_cache, load_supernet  # noqa: E402
+from cimnas_jax.nets.io import (DEFAULT_SUPERNET_DIR, PARAMS_FILE, atomic_write, enable_compile_cache,  # noqa: E402
+                               load_supernet)
 from cimnas_jax.space import get_space  # noqa: E402
 
 F = flags.FLAGS
@@ -44,15 +45,6 @@ flags.DEFINE_enum("split", "val", ["val", "test", "train"], "split the accuracy 
 flags.DEFINE_integer("n_images", 2000, "images of the split (0 = all)")
 flags.DEFINE_integer("n_calib", 1024, "training images for per-subnet BN re-estimation")
 flags.DEFINE_integer("chunk", 10, "records per part file")
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def read_labels(out_dir) -> list[dict]:
@@ -114,12 +106,12 @@ def main(argv):
                         sample_seed=F.seed, sample_index=int(i), supernet_sha256=sn_sha))
         n_done += 1
         if len(buf) == F.chunk or j == len(todo) - 1:
-            _atomic_write(out / f"part-{time.time_ns():020d}.jsonl",
+            atomic_write(out / f"part-{time.time_ns():020d}.jsonl",
                           "".join(json.dumps(b) + "\n" for b in buf))
             buf = []
             recs = read_labels(out)
             acc = np.array([r["accuracy"] for r in recs])
-            _atomic_write(man_path, json.dumps(dict(
+            atomic_write(man_path, json.dumps(dict(
                 settings=settings, n_records=len(recs), genome_is="canonical gene indices (sp.canonicalise)",
                 accuracy_min=float(acc.min()), accuracy_median=float(np.median(acc)),
                 accuracy_max=float(acc.max()), supernet_manifest=sn_manifest.get("command")), indent=2) + "\n")

@@ -20,10 +20,12 @@ MANIFEST_FILE = "MANIFEST.json"
 DEFAULT_SUPERNET_DIR = Path(__file__).resolve().parents[2] / "surrogates" / "supernet_fmnist"
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes | str) -> None:
+    """Write ``data`` (bytes, or text as UTF-8) to ``path`` via tmp file + fsync + rename."""
+    path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
-        f.write(data)
+        f.write(data.encode() if isinstance(data, str) else data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -34,9 +36,9 @@ def save_supernet(out_dir, params, cfg: SupernetConfig, manifest: dict) -> None:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     host = jax.tree.map(lambda a: np.asarray(a, np.float32), params)
-    _atomic_write(out / PARAMS_FILE, flax.serialization.msgpack_serialize(host))
+    atomic_write(out / PARAMS_FILE, flax.serialization.msgpack_serialize(host))
     m = dict(manifest, config=cfg.to_dict())
-    _atomic_write(out / MANIFEST_FILE, (json.dumps(m, indent=2, sort_keys=True) + "\n").encode())
+    atomic_write(out / MANIFEST_FILE, (json.dumps(m, indent=2, sort_keys=True) + "\n").encode())
 
 
 def load_supernet(path=None):
