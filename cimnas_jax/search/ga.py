@@ -47,24 +47,23 @@ class GAState:
         return self.violation[0]
 
 
-class GA:
-    """mu + lambda GA over ``space`` (needs n_genes, n_choices, group_ids, sample, hash)."""
-
-    n_objectives = 1
+class CategoricalEA:
+    """What GA and NSGA-II share: validated settings, default parameters and ``ask``
+    (the initial population at generation 0, else offspring by crossover + mutation)."""
 
     def __init__(self, space: Any, popsize: int, num_offspring: Optional[int] = None,
                  crossover: str = "uniform",
                  mutation: str = "sparse", mutation_slots: int = 8, dedup: bool = True):
         if crossover not in ops.CROSSOVERS:
             raise ValueError(f"crossover must be one of {ops.CROSSOVERS}, got {crossover!r}")
+        if mutation not in ops.MUTATIONS:
+            raise ValueError(f"mutation must be one of {ops.MUTATIONS}, got {mutation!r}")
         if popsize < 2:
             raise ValueError(f"popsize must be >= 2, got {popsize}")
         self.space = space
         self.popsize = int(popsize)
         self.num_offspring = int(num_offspring or popsize)
         self.crossover = crossover
-        if mutation not in ops.MUTATIONS:
-            raise ValueError(f"mutation must be one of {ops.MUTATIONS}, got {mutation!r}")
         self.mutation = mutation
         self.mutation_slots = int(mutation_slots)
         self.dedup = dedup
@@ -75,14 +74,6 @@ class GA:
     def default_params(self) -> GAParams:
         return GAParams(crossover_prob=0.9, mutation_rate=1.0 / self.n_genes)
 
-    def init(self, key, params: GAParams) -> GAState:
-        pop = jnp.asarray(self.space.sample(key, self.popsize), jnp.int32)
-        return GAState(population=pop,
-                       fitness=jnp.full((self.popsize,), jnp.inf, jnp.float32),
-                       violation=jnp.full((self.popsize,), jnp.inf, jnp.float32),
-                       hashes=jnp.asarray(self.space.hash(pop), jnp.uint32),
-                       generation=jnp.zeros((), jnp.int32))
-
     def _offspring(self, key, population, params):
         nw = ops.n_words(self.n_genes, self.mutation, self.mutation_slots)
         bits = jax.random.bits(key, (self.num_offspring, nw), jnp.uint32)
@@ -90,7 +81,7 @@ class GA:
                                   self.crossover, params.crossover_prob, params.mutation_rate,
                                   self.mutation, self.mutation_slots)
 
-    def ask(self, key, state: GAState, params: GAParams):
+    def ask(self, key, state, params: GAParams):
         """Candidates to evaluate: the initial population at generation 0, else offspring."""
         if self.num_offspring == self.popsize:
             first = lambda: state.population
@@ -99,6 +90,20 @@ class GA:
         x = jax.lax.cond(state.generation == 0, first,
                          lambda: self._offspring(key, state.population, params))
         return x, state
+
+
+class GA(CategoricalEA):
+    """mu + lambda GA over ``space`` (needs n_genes, n_choices, group_ids, sample, hash)."""
+
+    n_objectives = 1
+
+    def init(self, key, params: GAParams) -> GAState:
+        pop = jnp.asarray(self.space.sample(key, self.popsize), jnp.int32)
+        return GAState(population=pop,
+                       fitness=jnp.full((self.popsize,), jnp.inf, jnp.float32),
+                       violation=jnp.full((self.popsize,), jnp.inf, jnp.float32),
+                       hashes=jnp.asarray(self.space.hash(pop), jnp.uint32),
+                       generation=jnp.zeros((), jnp.int32))
 
     def tell(self, x, fitness, violation, state: GAState, params: GAParams) -> GAState:
         """Elitist (mu + lambda) survival; duplicates (same canonical hash) rank last."""

@@ -13,12 +13,11 @@ from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import struct
 
 from . import operators as ops
 from . import pareto
-from .ga import GAParams
+from .ga import CategoricalEA, GAParams
 
 
 @struct.dataclass
@@ -33,34 +32,18 @@ class NSGA2State:
     generation: jax.Array   # int32
 
 
-class NSGA2:
+class NSGA2(CategoricalEA):
     """NSGA-II over ``space`` with ``n_objectives`` in 2..4 (1 also works)."""
 
     def __init__(self, space: Any, popsize: int, n_objectives: int,
                  num_offspring: Optional[int] = None, crossover: str = "uniform",
                  mutation: str = "sparse", mutation_slots: int = 8,
                  archive_size: int = 256, dedup: bool = True):
-        if crossover not in ops.CROSSOVERS:
-            raise ValueError(f"crossover must be one of {ops.CROSSOVERS}, got {crossover!r}")
         if not 1 <= n_objectives <= 4:
             raise ValueError(f"n_objectives must be in 1..4, got {n_objectives}")
-        self.space = space
-        self.popsize = int(popsize)
-        self.num_offspring = int(num_offspring or popsize)
+        super().__init__(space, popsize, num_offspring, crossover, mutation, mutation_slots, dedup)
         self.n_objectives = int(n_objectives)
-        self.crossover = crossover
-        if mutation not in ops.MUTATIONS:
-            raise ValueError(f"mutation must be one of {ops.MUTATIONS}, got {mutation!r}")
-        self.mutation = mutation
-        self.mutation_slots = int(mutation_slots)
         self.archive_size = int(archive_size)
-        self.dedup = dedup
-        self.n_genes = int(space.n_genes)
-        self.n_choices = np.asarray(space.n_choices, np.int32)
-        self.group_ids = np.asarray(space.group_ids, np.int32)
-
-    def default_params(self) -> GAParams:
-        return GAParams(crossover_prob=0.9, mutation_rate=1.0 / self.n_genes)
 
     def init(self, key, params: GAParams) -> NSGA2State:
         mu, m = self.popsize, self.n_objectives
@@ -73,21 +56,6 @@ class NSGA2:
                           crowding=jnp.zeros((mu,), jnp.float32),
                           archive=pareto.empty_archive(self.archive_size, self.n_genes, m),
                           generation=jnp.zeros((), jnp.int32))
-
-    def ask(self, key, state: NSGA2State, params: GAParams):
-        if self.num_offspring == self.popsize:
-            first = lambda: state.population
-        else:
-            first = lambda: jnp.asarray(self.space.sample(key, self.num_offspring), jnp.int32)
-
-        def offspring():
-            nw = ops.n_words(self.n_genes, self.mutation, self.mutation_slots)
-            bits = jax.random.bits(key, (self.num_offspring, nw), jnp.uint32)
-            return ops.make_offspring(bits, state.population, self.n_choices, self.group_ids,
-                                      self.crossover, params.crossover_prob,
-                                      params.mutation_rate, self.mutation, self.mutation_slots)
-
-        return jax.lax.cond(state.generation == 0, first, offspring), state
 
     def tell(self, x, objectives, violation, state: NSGA2State, params: GAParams) -> NSGA2State:
         F, v = ops.sanitise(jnp.reshape(objectives, (x.shape[0], self.n_objectives)), violation)
