@@ -21,7 +21,6 @@ over 5 seeds, for our GA, pymoo's GA and uniform random search.
 """
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import sys
@@ -133,7 +132,6 @@ def _ours(sp, fitness_fn, objective, pop, generations, chunk, seed):
 
 def _random_search(sp, fitness_fn, objective, n, seed, batch=1500):
     import jax
-    import jax.numpy as jnp
     import numpy as np
     ev = jax.jit(lambda k: objective(fitness_fn(sp.sample(k, batch))))
     best = np.inf
@@ -221,9 +219,8 @@ def main(argv):
               f"{med['pymoo']:.4e}  random {med['random']:.4e}   pymoo/ours "
               f"{med['pymoo'] / med['ours']:.2f}x  random/ours {med['random'] / med['ours']:.2f}x")
     if FLAGS.json_out:
-        with open(FLAGS.json_out + ".tmp", "w") as f:
-            json.dump(out, f, indent=1)
-        os.replace(FLAGS.json_out + ".tmp", FLAGS.json_out)
+        from cimnas_jax.fileio import atomic_write_json
+        atomic_write_json(FLAGS.json_out, out)
 
 
 if __name__ == "__main__":

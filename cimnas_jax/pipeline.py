@@ -6,21 +6,14 @@ Pure pieces (fitness construction, finalist selection, metric arithmetic) are fu
 Scoring during the search: hardware from the embedded analytic CIM model (or its Flax
 surrogate), accuracy from the shipped accuracy surrogate (trained on real measured subnet
 accuracies). Re-verification: hardware recomputed by the analytic model (the embedded ground
-truth; CiMLoop where installed via ``cimnas_jax.hw.get_backend("cimloop")``), accuracy measured
-by evaluating each finalist's quantized subnet on held-out test images, optionally after
-quantization-aware fine-tuning.
+truth; this job does not call CiMLoop), accuracy measured by evaluating each finalist's
+quantized subnet on held-out test images, optionally after quantization-aware fine-tuning.
 """
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
-import os
-import time
-from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -143,49 +136,6 @@ def hardware_truth(space, genomes) -> list[dict]:
             energy_breakdown_j={k: float(v[i]) for k, v in r.energy_breakdown_j.items()},
             area_breakdown_mm2={k: float(v[i]) for k, v in r.area_breakdown_mm2.items()}))
     return out
-
-
-def finetune_subnet(model, params, ds, arch, steps: int, batch_size: int = 128, lr: float = 5e-4,
-                    seed: int = 1234, log: Optional[Callable] = print):
-    """Quantization-aware fine-tuning of one subnet (at its bits) from supernet weights."""
-    from cimnas_jax.data import batches, preprocess
-    from cimnas_jax.nets.arch import to_device
-    from cimnas_jax.nets.train import fixed_archs, init_state, make_optimizer, make_train_step
-
-    tx = make_optimizer(steps, lr, 5e-5)
-    state = init_state(params, tx)
-    step = make_train_step(model, tx, kd_weight=0.0)
-    archs = to_device(fixed_archs(arch))
-    spe = max(1, len(ds.x_train) // batch_size)
-    s, t0 = 0, time.time()
-    while s < steps:
-        for xb, yb in batches(ds.x_train, ds.y_train, batch_size, seed=seed, epoch=s // spe):
-            state, m = step(state, jnp.asarray(preprocess(xb, model.cfg.resolution)), jnp.asarray(yb), archs)
-            s += 1
-            if log and (s % 50 == 0 or s == steps):
-                log(f"  fine-tune step {s}/{steps}  loss {float(m['loss']):.4f}  "
-                    f"{s * batch_size / (time.time() - t0):.0f} img/s")
-            if s >= steps:
-                break
-    return state.params
-
-
-def write_json(path, obj) -> None:
-    """Atomic JSON write (tmp + rename) with readable indentation."""
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
-    os.replace(tmp, path)
-
-
-def _json_default(o):
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, np.bool_):
-        return bool(o)
-    raise TypeError(type(o))
 
 
 def fmt(x, spec=".3e") -> str:

@@ -80,7 +80,7 @@ def main(argv):
     from cimnas_jax.cimloop import CimloopConfig
     from cimnas_jax.label import (UNITS, LabelStore, design_layer_records, key_statistics,
                                   make_genomes, run_labelling)
-    from cimnas_jax.label.store import atomic_write_text
+    from cimnas_jax.fileio import atomic_write_json
     from cimnas_jax.space import get_space
 
     if not FLAGS.out_dir:
@@ -146,7 +146,7 @@ def main(argv):
                                             if run["n_written"] else None))
     if backend_obj is not None:
         stats["cimloop_cache"] = backend_obj.cache.stats()
-    atomic_write_text(os.path.join(FLAGS.out_dir, "stats.json"), json.dumps(stats, indent=1))
+    atomic_write_json(os.path.join(FLAGS.out_dir, "stats.json"), stats)
     store.export_csv()
     manifest.update(complete=len(designs) == genomes.shape[0], finished_unix=time.time())
     store.write_manifest(manifest)

@@ -28,8 +28,8 @@ import numpy as np  # noqa: E402
 
 from cimnas_jax.data import load_dataset  # noqa: E402
 from cimnas_jax.nets.evaluate import evaluator_for  # noqa: E402
-from cimnas_jax.nets.io import (DEFAULT_SUPERNET_DIR, PARAMS_FILE, atomic_write, enable_compile_cache,  # noqa: E402
-                               load_supernet)
+from cimnas_jax.fileio import atomic_write  # noqa: E402
+from cimnas_jax.nets.io import DEFAULT_SUPERNET_DIR, PARAMS_FILE, enable_compile_cache, load_supernet  # noqa: E402
 from cimnas_jax.space import get_space  # noqa: E402
 
 F = flags.FLAGS

@@ -24,6 +24,8 @@ from absl import app, flags, logging
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
 
+from cimnas_jax.fileio import atomic_write  # noqa: E402
+
 ALGORITHMS = ("ga", "nsga2")
 FITNESSES = ("analytic", "linear", "mlp")
 ACCURACIES = ("constant",)
@@ -151,13 +153,6 @@ def build_objective(v: dict):
                         f"allowed: {allowed}") from None
 
 
-def _atomic_write(path, data: str):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
@@ -256,7 +251,7 @@ def main(argv):
                 out["hypervolume_reference"] = ref.tolist()
     out["designs"] = rows
     os.makedirs(v["output_dir"], exist_ok=True)
-    _atomic_write(os.path.join(v["output_dir"], "results.json"), json.dumps(out, indent=1))
+    atomic_write(os.path.join(v["output_dir"], "results.json"), json.dumps(out, indent=1))
     if rows:
         buf = io.StringIO()
         cols = [c for c in rows[0] if c != "genome"] + ["genome"]
@@ -264,7 +259,7 @@ def main(argv):
         w.writeheader()
         for r in rows:
             w.writerow({**r, "genome": " ".join(map(str, r["genome"]))})
-        _atomic_write(os.path.join(v["output_dir"], "results.csv"), buf.getvalue())
+        atomic_write(os.path.join(v["output_dir"], "results.csv"), buf.getvalue())
     png = _plot(v["algorithm"], history, rows, objective, v["output_dir"])
     best = rows[0] if rows else None
     if best and v["algorithm"] == "ga":

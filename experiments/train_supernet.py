@@ -28,6 +28,7 @@ import numpy as np  # noqa: E402
 import orbax.checkpoint as ocp  # noqa: E402
 
 from cimnas_jax.data import batches, load_dataset, preprocess  # noqa: E402
+from cimnas_jax.fileio import atomic_write_json  # noqa: E402
 from cimnas_jax.nets.arch import largest_arch, smallest_arch, to_device  # noqa: E402
 from cimnas_jax.nets.config import SupernetConfig  # noqa: E402
 from cimnas_jax.nets.evaluate import SubnetEvaluator  # noqa: E402
@@ -130,9 +131,7 @@ def main(argv):
 
     def write_info(**extra):
         d = dict(run=run_info, train_seconds=elapsed_before + time.time() - t_start, **extra)
-        tmp = info_path.with_name("run.json.tmp")
-        tmp.write_text(json.dumps(d, indent=2))
-        os.replace(tmp, info_path)
+        atomic_write_json(info_path, d, indent=2)
 
     write_info(step=int(state.step), total_steps=total)
     step_fn = make_train_step(model, tx, F.kd_weight)

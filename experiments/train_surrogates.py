@@ -28,6 +28,8 @@ from absl import app, flags
 
 sys.path.append(str(Path(__file__).resolve().parents[1]))  # after PYTHONPATH
 
+from cimnas_jax.fileio import atomic_write_json  # noqa: E402
+
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("mode", "train", ["train", "new_node", "ship"],
                   "train a set, run the new-node fine-tuning study, or rebuild every shipped set (SHIPPED) in turn")
@@ -231,7 +233,7 @@ def _summary(res):
 # --------------------------------------------------------------------------- modes
 def train_mode(sp, root, out_dir, technology):
     import numpy as np
-    from cimnas_jax.surrogate import ACC_TARGETS, HW_TARGETS, SurrogateSet, TrainConfig, fit_ensemble, save_set
+    from cimnas_jax.surrogate import HW_TARGETS, SurrogateSet, TrainConfig, fit_ensemble, save_set
     t_start = time.time()
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = TrainConfig(hidden=_ints(FLAGS.hidden, "hidden"), members=FLAGS.members, lr=FLAGS.lr, batch=FLAGS.batch,
@@ -433,9 +435,7 @@ def new_node_mode(sp, root, out_dir, technology):
               "source_technology": src_man["labels"]["hardware"].get("technology"),
               "target": tech_provenance(technology), "counts": list(counts), "n_test": int(len(test)),
               "ft_steps": FLAGS.ft_steps, "versions": _versions(), "git": _git(root), "results": rows}
-    tmp = out_dir / "report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=1) + "\n")
-    os.replace(tmp, out_dir / "report.json")
+    atomic_write_json(out_dir / "report.json", report)
     _plot_new_node(out_dir, counts, rows, src.targets)
     print(f"wrote {out_dir}/report.json")
 

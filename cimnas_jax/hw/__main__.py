@@ -9,11 +9,11 @@ ignored and replaced. Output is written atomically (tmp file + os.replace).
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 
 from absl import app, flags
+
+from cimnas_jax.fileio import atomic_write
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("backend", "analytic", "evaluator backend: analytic or cimloop")
@@ -49,11 +49,7 @@ def run(backend_name: str, jobs: str, out: str, technology: str = "") -> int:
     res = backend.evaluate_records(recs)
     dst = Path(out)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".tmp")
-    with open(tmp, "w") as f:
-        for r in res:
-            f.write(json.dumps(r) + "\n")
-    os.replace(tmp, dst)
+    atomic_write(dst, "".join(json.dumps(r) + "\n" for r in res))
     n_ok = sum(r.get("status") == "ok" for r in res)
     print(f"{backend_name}: {len(res)} records -> {dst} ({n_ok} ok, {len(res) - n_ok} error)")
     return 0

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 import zlib
 from pathlib import Path
 
 import numpy as np
 from absl import app, flags
+
+from cimnas_jax.fileio import atomic_write_json
 
 SHARED = Path(__file__).resolve().parents[3] / "shared"
 REFERENCE = {"rram_32nm": SHARED / "cimloop_reference", "sram_7nm": SHARED / "cimloop_reference_sram7nm"}
@@ -236,7 +237,7 @@ def fit_ok_theta(name, coef, glb, recs):
 
 
 def metrics(name, coef, glb, test, networks=None, net_layers=None):
-    from cimnas_jax.hw.records import predict_arrays, records_to_arrays, jax_to_np
+    from cimnas_jax.hw.records import predict_arrays, jax_to_np
     tech = make_tech(name, coef, glb)
     ok = [r for r in test if r["status"] == "ok"]
     layers, hw, ref = reference_arrays(ok, tech)
@@ -297,9 +298,7 @@ def calibrate(name: str, steps: int = 1500, out_path: str | None = None, log=pri
                                                   "adam_steps": steps, "lbfgs_steps": lbfgs_steps, "metrics_held_out": m}})
     from cimnas_jax.hw.tech import TECH_DIR
     out = Path(out_path) if out_path else TECH_DIR / f"{name}.json"
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(d, indent=1) + "\n")
-    os.replace(tmp, out)
+    atomic_write_json(out, d)
     log(f"wrote {out}")
     return m
 

@@ -15,6 +15,8 @@ import json
 import os
 from typing import Iterable, Mapping
 
+from cimnas_jax.fileio import atomic_write
+
 UNITS = {
     "energy_j": "J", "latency_s": "s", "area_mm2": "mm^2", "edap_j_s_mm2": "J*s*mm^2",
     "macs": "multiply-accumulates", "cycles": "clock cycles",
@@ -37,15 +39,6 @@ LAYER_CSV_FIELDS = ("design_index", "design_hash", "index", "name", "kind", "C",
                     "energy_j", "latency_s", "cache_key", "error")
 
 
-def atomic_write_text(path: str, text: str) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 class LabelStore:
     """Append-only design labels in ``out_dir`` with resume support."""
 
@@ -63,7 +56,7 @@ class LabelStore:
             return json.load(f)
 
     def write_manifest(self, manifest: Mapping) -> None:
-        atomic_write_text(self.manifest_path, json.dumps(manifest, indent=1, sort_keys=True))
+        atomic_write(self.manifest_path, json.dumps(manifest, indent=1, sort_keys=True))
 
     # -- designs ------------------------------------------------------------------
     def load_done(self) -> dict:
@@ -129,6 +122,6 @@ class LabelStore:
             for r in rows:
                 w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in fields})
             path = os.path.join(self.out_dir, name)
-            atomic_write_text(path, s.getvalue())
+            atomic_write(path, s.getvalue())
             paths.append(path)
         return tuple(paths)

@@ -4,9 +4,9 @@ statistics are re-estimated per subnet) + MANIFEST.json (config and how it was t
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
+from cimnas_jax.fileio import atomic_write
 import flax.serialization
 import jax
 import jax.numpy as jnp
@@ -18,17 +18,6 @@ from cimnas_jax.nets.supernet import Supernet, param_shapes
 PARAMS_FILE = "params.msgpack"
 MANIFEST_FILE = "MANIFEST.json"
 DEFAULT_SUPERNET_DIR = Path(__file__).resolve().parents[2] / "surrogates" / "supernet_fmnist"
-
-
-def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write ``data`` (bytes, or text as UTF-8) to ``path`` via tmp file + fsync + rename."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data.encode() if isinstance(data, str) else data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def save_supernet(out_dir, params, cfg: SupernetConfig, manifest: dict) -> None:
