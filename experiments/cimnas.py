@@ -16,7 +16,7 @@ Killed?  Rerun with --resume: the search continues from its last checkpoint.
 from __future__ import annotations
 
 import csv
-import os
+import io
 import sys
 import time
 from pathlib import Path
@@ -25,6 +25,7 @@ from absl import app, flags, logging
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cimnas_jax.fileio import atomic_write, atomic_write_json  # noqa: E402
 from cimnas_jax.pipeline import ACCURACY_SOURCES, HW_SOURCES  # noqa: E402
 
 F = flags.FLAGS
@@ -156,13 +157,12 @@ def main(argv):
     for r in rows:
         r["edap_reduction_vs_baseline_x"] = (base_row["edap_j_s_mm2"] / r["edap_j_s_mm2"]
                                              if r["valid"] and base_row["valid"] else None)
-        acc = r.get("measured_accuracy") or r.get("predicted_accuracy")
+        acc = best_accuracy(r)
         r["edap_per_accuracy"] = r["edap_j_s_mm2"] / acc if acc else None
 
     # ---------------------------------------------------------------- 4. report
     wall = time.perf_counter() - t_start
-    decoded = jax.device_get(sp.decode(jnp.asarray(genomes)))
-    write_outputs(out, sp, rows, decoded, history, dict(
+    write_outputs(out, sp, rows, history, dict(
         config=dict(config, population=F.population, generations=F.generations, seed=F.seed,
                     finalists=F.finalists, test_images=F.test_images, finetune_steps=F.finetune_steps),
         search_seconds=search_s, wall_seconds=wall, evaluations=int(F.generations * algo.num_offspring),
@@ -172,14 +172,20 @@ def main(argv):
     print((out / "report.md").read_text())
 
 
+def best_accuracy(row):
+    """Measured accuracy where there is one, else the surrogate's prediction (or None)."""
+    m = row.get("measured_accuracy")
+    return m if m is not None else row.get("predicted_accuracy")
+
+
 def measure_accuracy(sp, genomes, rows) -> str:
     """Fill measured_accuracy (and fine-tuned accuracy) in rows; returns a one-line note."""
     import numpy as np
-    from cimnas_jax import pipeline as pl
     try:
         from cimnas_jax.data import load_dataset
         from cimnas_jax.nets.evaluate import evaluator_for
         from cimnas_jax.nets.io import load_supernet
+        from cimnas_jax.nets.train import finetune_subnet
     except ImportError as e:  # pragma: no cover - the supernet package is part of the project
         return f"not measured ({e})"
     try:
@@ -208,7 +214,7 @@ def measure_accuracy(sp, genomes, rows) -> str:
         for i in [0] + ([best] if best else []):
             arch = {k: v[i] for k, v in arch_all.items()}
             print(f"  fine-tuning {rows[i]['design']} for {F.finetune_steps} steps", flush=True)
-            ft = pl.finetune_subnet(model, params, ds, arch, F.finetune_steps)
+            ft = finetune_subnet(model, params, ds, arch, F.finetune_steps)
             ev.params = ft
             rows[i]["finetuned_accuracy"] = ev.accuracy(arch)["accuracy"]
             ev.params = params
@@ -216,7 +222,7 @@ def measure_accuracy(sp, genomes, rows) -> str:
     return note
 
 
-def write_outputs(out, sp, rows, decoded, history, meta):
+def write_outputs(out, sp, rows, history, meta):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -225,53 +231,46 @@ def write_outputs(out, sp, rows, decoded, history, meta):
     hw_names = [g.name for g in sp.genes if g.group.startswith("hardware")]
     for i, r in enumerate(rows):
         r["hardware"] = {n: sp.genes[sp.index[n]].choices[r["genome"][sp.index[n]]] for n in hw_names}
-    pl.write_json(out / "results.json", dict(meta, units=UNITS, designs=rows, history=history))
+    atomic_write_json(out / "results.json", dict(meta, units=UNITS, designs=rows, history=history))
 
     cols = ["design", "design_hash", "valid", "energy_j", "latency_s", "area_mm2", "edap_j_s_mm2",
             "edap_reduction_vs_baseline_x", "tops_per_w", "tops_per_mm2", "predicted_accuracy",
             "measured_accuracy", "finetuned_accuracy", "predicted_energy_j", "predicted_latency_s",
             "predicted_area_mm2"] + hw_names
-    tmp = out / "finalists.csv.tmp"
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(cols)
-        for r in rows:
-            w.writerow([r.get(c, r["hardware"].get(c)) if c in r or c in r["hardware"] else "" for c in cols])
-    os.replace(tmp, out / "finalists.csv")
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(cols)
+    for r in rows:
+        w.writerow([{**r["hardware"], **r}.get(c, "") for c in cols])
+    atomic_write(out / "finalists.csv", buf.getvalue())
 
-    # convergence
-    gens = [h["generation"] for h in history]
-    best = [h["best"][0] for h in history]
+    def save(fig, ax, title, name):
+        ax.set_title(f"{sp.name}: {title}")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=120)
+        plt.close(fig)
+
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.semilogy(gens, best)
+    ax.semilogy([h["generation"] for h in history], [h["best"][0] for h in history])
     ax.set_xlabel("generation")
     ax.set_ylabel("best EDAP / accuracy  [J·s·mm² / fraction]")
-    ax.set_title(f"{sp.name}: best feasible design so far")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out / "convergence.png", dpi=120)
-    plt.close(fig)
+    save(fig, ax, "best feasible design so far", "convergence.png")
     # finalists: accuracy vs EDAP (or EDAP alone when accuracy was neither predicted nor measured)
     fig, ax = plt.subplots(figsize=(6, 4))
-    accs = [r.get("measured_accuracy") or r.get("predicted_accuracy") for r in rows]
+    accs = [best_accuracy(r) for r in rows]
     if all(a is not None for a in accs):
         for r, acc in zip(rows, accs):
             ax.scatter(r["edap_j_s_mm2"], acc, marker="*" if r["design"] == "baseline" else "o", s=90)
             ax.annotate(r["design"], (r["edap_j_s_mm2"], acc), fontsize=8, xytext=(4, 4),
                         textcoords="offset points")
-        ax.set_xscale("log")
-        ax.set_xlabel("EDAP  [J·s·mm²]  (analytic CIM model)")
         ax.set_ylabel("accuracy  [fraction]  ("
-                      + ("measured" if rows[0].get("measured_accuracy") else "predicted") + ")")
+                      + ("measured" if rows[0].get("measured_accuracy") is not None else "predicted") + ")")
     else:
         ax.barh([r["design"] for r in rows], [r["edap_j_s_mm2"] for r in rows])
-        ax.set_xscale("log")
-        ax.set_xlabel("EDAP  [J·s·mm²]  (analytic CIM model)")
-    ax.set_title(f"{sp.name}: re-verified finalists vs reference design")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out / "finalists.png", dpi=120)
-    plt.close(fig)
+    ax.set_xscale("log")
+    ax.set_xlabel("EDAP  [J·s·mm²]  (analytic CIM model)")
+    save(fig, ax, "re-verified finalists vs reference design", "finalists.png")
 
     f = pl.fmt
     lines = [f"# CIMNAS-JAX run: {sp.name}", "",
@@ -310,9 +309,7 @@ def write_outputs(out, sp, rows, decoded, history, meta):
     for r in rows:
         lines.append(f"| {r['design']} | " + " | ".join(f"{r['hardware'][n]:g}" for n in hw_names) + " |")
     lines += ["", "Files: results.json (everything, with units), finalists.csv, convergence.png, finalists.png.", ""]
-    tmp = out / "report.md.tmp"
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, out / "report.md")
+    atomic_write(out / "report.md", "\n".join(lines))
 
 
 UNITS = dict(energy_j="J", latency_s="s", area_mm2="mm^2", edap_j_s_mm2="J*s*mm^2", tops_per_w="TOPS/W",

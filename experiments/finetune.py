@@ -11,7 +11,6 @@ fine-tuned params) to --out_dir.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -21,14 +20,14 @@ from absl import app, flags
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from cimnas_jax.data import batches, load_dataset, preprocess  # noqa: E402
-from cimnas_jax.nets.arch import check_arch, largest_arch, smallest_arch, to_device  # noqa: E402
+from cimnas_jax.data import load_dataset  # noqa: E402
+from cimnas_jax.fileio import atomic_write_json  # noqa: E402
+from cimnas_jax.nets.arch import check_arch, largest_arch, smallest_arch  # noqa: E402
 from cimnas_jax.nets.evaluate import evaluator_for  # noqa: E402
 from cimnas_jax.nets.io import DEFAULT_SUPERNET_DIR, enable_compile_cache, load_supernet, save_supernet  # noqa: E402
-from cimnas_jax.nets.train import fixed_archs, init_state, make_optimizer, make_train_step  # noqa: E402
+from cimnas_jax.nets.train import finetune_subnet  # noqa: E402
 
 F = flags.FLAGS
 flags.DEFINE_string("jax_cache_dir", "/tmp/cimnas_jax_cache", "persistent compilation cache ('' = off)")
@@ -75,22 +74,11 @@ def main(argv):
 
     spe = len(ds.x_train) // F.batch_size
     total = F.steps if F.steps > 0 else int(round(F.epochs * spe))
-    tx = make_optimizer(total, F.lr, 5e-5)
-    state = init_state(params, tx)
-    step = make_train_step(model, tx, kd_weight=0.0)
-    archs = to_device(fixed_archs(arch))
-    t0, s = time.time(), 0
-    while s < total:
-        for xb, yb in batches(ds.x_train, ds.y_train, F.batch_size, seed=1234, epoch=s // spe):
-            state, m = step(state, jnp.asarray(preprocess(xb, cfg.resolution)), jnp.asarray(yb), archs)
-            s += 1
-            if s % 25 == 0 or s == total:
-                print(f"step {s}/{total} loss {float(m['loss']):.4f} "
-                      f"{s * F.batch_size / (time.time() - t0):.1f} img/s", flush=True)
-            if s >= total:
-                break
+    t0 = time.time()
+    tuned = finetune_subnet(model, params, ds, arch, total, F.batch_size, F.lr, seed=1234,
+                            log=lambda line: print(line, flush=True))
     train_s = time.time() - t0
-    ev.params = state.params
+    ev.params = tuned
     after = ev.accuracy(arch)
     print(f"after {total} steps ({total * F.batch_size / len(ds.x_train):.2f} epochs, {train_s:.0f} s): "
           f"test accuracy {after['accuracy']:.4f}", flush=True)
@@ -99,10 +87,8 @@ def main(argv):
                   steps=total, epochs=total * F.batch_size / len(ds.x_train), batch_size=F.batch_size,
                   lr=F.lr, train_seconds=round(train_s, 1), test_accuracy_before=before["accuracy"],
                   test_accuracy_after=after["accuracy"], n_test=after["n_images"], n_calib=ev.n_calib)
-    tmp = out / "result.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, out / "result.json")
-    save_supernet(out / "params", state.params, cfg, dict(finetuned_from=F.supernet_dir, **{
+    atomic_write_json(out / "result.json", result, indent=2)
+    save_supernet(out / "params", tuned, cfg, dict(finetuned_from=F.supernet_dir, **{
         k: v for k, v in result.items() if k != "arch"}))
     print(json.dumps({k: v for k, v in result.items() if k != "arch"}))
 

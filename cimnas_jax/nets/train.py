@@ -5,7 +5,8 @@ experiments/train_supernet.py and experiments/finetune.py.
 
 from __future__ import annotations
 
-from typing import Mapping
+import time
+from typing import Callable, Mapping, Optional
 
 import flax.struct
 import jax
@@ -84,5 +85,28 @@ def fixed_archs(arch: Mapping, k: int = 1) -> dict:
     return {key: np.stack([np.asarray(arch[key])] * k) for key in ARCH_KEYS}
 
 
+def finetune_subnet(model, params, ds, arch, steps: int, batch_size: int = 128, lr: float = 5e-4,
+                    seed: int = 1234, log: Optional[Callable] = print):
+    """Quantization-aware fine-tuning of one subnet (at its bits) from supernet weights."""
+    from cimnas_jax.data import batches, preprocess
+
+    tx = make_optimizer(steps, lr, 5e-5)
+    state = init_state(params, tx)
+    step = make_train_step(model, tx, kd_weight=0.0)
+    archs = to_device(fixed_archs(arch))
+    spe = max(1, len(ds.x_train) // batch_size)
+    s, t0 = 0, time.time()
+    while s < steps:
+        for xb, yb in batches(ds.x_train, ds.y_train, batch_size, seed=seed, epoch=s // spe):
+            state, m = step(state, jnp.asarray(preprocess(xb, model.cfg.resolution)), jnp.asarray(yb), archs)
+            s += 1
+            if log and (s % 50 == 0 or s == steps):
+                log(f"  fine-tune step {s}/{steps}  loss {float(m['loss']):.4f}  "
+                    f"{s * batch_size / (time.time() - t0):.0f} img/s")
+            if s >= steps:
+                break
+    return state.params
+
+
 __all__ = ["TrainState", "make_optimizer", "init_state", "sandwich_archs", "make_train_step",
-           "fixed_archs", "to_device"]
+           "fixed_archs", "to_device", "finetune_subnet"]
