@@ -18,7 +18,7 @@ import signal
 import time
 import traceback
 from multiprocessing.connection import wait
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from .cache import ResultCache
 

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import jax.numpy as jnp
 
-from cimnas_jax.workload import HardwareParams, LayerTable, make_layer_table
+from cimnas_jax.workload import HardwareParams, make_layer_table
 from cimnas_jax.hw.model import ENERGY_COMPONENTS, chip_area, layer_model
 from cimnas_jax.hw.tech import Technology, load_technology
 

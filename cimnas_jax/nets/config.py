@@ -15,12 +15,10 @@ import json
 import math
 from typing import Optional
 
-import numpy as np
 
 # The network the genes describe is defined once, by the space (cimnas_jax/space/mbv2_rram.py).
-from cimnas_jax.space.mbv2_rram import (  # noqa: E402
-    BIT_CHOICES, DEPTH_CHOICES, FINAL_CH, FIRST_BLOCK_OUT, FIRST_CONV_OUT, KERNEL_CHOICES, STAGE_MAX_BLOCKS,
-    STAGE_STRIDES, STAGE_WIDTHS, mid_choices)
+from cimnas_jax.space.mbv2_rram import (  # noqa: E402,F401  (re-exported for the nets package)
+    BIT_CHOICES, BLOCK_POS, BLOCK_STAGE, BLOCKS, DEPTH_CHOICES, KERNEL_CHOICES, STAGE_MAX_BLOCKS, mid_choices)
 MAX_KERNEL = 7
 N_BLOCKS = sum(STAGE_MAX_BLOCKS)  # 21
 ARCH_KEYS = ("depths", "kernel", "mid_channels", "pw_w_bits", "pw_a_bits", "dw_w_bits",
@@ -32,18 +30,6 @@ def scaled(c: float, width_mult: float) -> int:
     return max(1, int(math.ceil(round(c * width_mult, 6))))
 
 
-def _block_table():
-    rows, in_w = [], FIRST_BLOCK_OUT
-    for s, (w, st, nb) in enumerate(zip(STAGE_WIDTHS, STAGE_STRIDES, STAGE_MAX_BLOCKS)):
-        for j in range(nb):
-            rows.append(dict(stage=s, pos=j, in_w=in_w, out_w=w, stride=st if j == 0 else 1))
-            in_w = w
-    return tuple(rows)
-
-
-BLOCKS = _block_table()
-BLOCK_STAGE = np.array([b["stage"] for b in BLOCKS], np.int32)
-BLOCK_POS = np.array([b["pos"] for b in BLOCKS], np.int32)
 MID_CHOICES = tuple(mid_choices(b["in_w"]) for b in BLOCKS)
 
 

@@ -28,7 +28,6 @@ def nondominated_rank(F, active, stop_at=None):
     least ``stop_at`` rows are ranked (rows not reached keep UNRANKED-1 so they still sort
     after ranked ones but before infeasible ones).
     """
-    n = F.shape[0]
     dom = domination_matrix(F) & active[:, None] & active[None, :]
     domf = dom.astype(jnp.float32)
     target = jnp.sum(active) if stop_at is None else jnp.minimum(jnp.sum(active), stop_at)

@@ -18,8 +18,6 @@ and device count but not promised identical across JAX versions.
 """
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import time
 from typing import Any, Callable, Optional

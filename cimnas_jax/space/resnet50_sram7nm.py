@@ -122,7 +122,6 @@ def _workloads(sp: Space, g):
     stride = jnp.where(first, jnp.asarray(np.array(STAGE_STRIDES)[BLOCK_STAGE], jnp.float32)[None], 1.0)
     res_in = res_out * stride
     act = a["block_active"]
-    z = jnp.zeros((P, N_BLOCKS))
     # per block slot: reduce, conv3, expand, downsample (only first block of a stage)
     def blk(*xs):
         xs = [jnp.broadcast_to(jnp.asarray(x, jnp.float32), (P, N_BLOCKS)) for x in xs]

@@ -19,7 +19,7 @@ import numpy as np
 import optax
 
 from cimnas_jax.surrogate import features as F
-from cimnas_jax.surrogate.model import MLP, Ensemble, physics_base
+from cimnas_jax.surrogate.model import Ensemble, physics_base
 
 
 @dataclasses.dataclass(frozen=True)
