@@ -31,7 +31,7 @@ class GAState:
     population: jax.Array   # int32[mu, G], sorted best-first
     fitness: jax.Array      # float32[mu], +inf = not evaluated / invalid
     violation: jax.Array    # float32[mu], 0 = feasible, +inf = invalid or not evaluated
-    hashes: jax.Array       # uint32[mu, 2] canonical-design hashes
+    hashes: jax.Array       # uint32[mu, 2] internal design keys (ops.design_key_fn)
     generation: jax.Array   # int32, number of completed tell() calls
 
     @property
@@ -70,13 +70,14 @@ class CategoricalEA:
         self.n_genes = int(space.n_genes)
         self.n_choices = np.asarray(space.n_choices, np.int32)
         self.group_ids = np.asarray(space.group_ids, np.int32)
+        self.design_key = ops.design_key_fn(space)   # duplicate elimination, internal
 
     def default_params(self) -> GAParams:
         return GAParams(crossover_prob=0.9, mutation_rate=1.0 / self.n_genes)
 
     def _offspring(self, key, population, params):
         nw = ops.n_words(self.n_genes, self.mutation, self.mutation_slots)
-        bits = jax.random.bits(key, (self.num_offspring, nw), jnp.uint32)
+        bits = ops.counter_bits(ops.seed_words(key), (self.num_offspring, nw))
         return ops.make_offspring(bits, population, self.n_choices, self.group_ids,
                                   self.crossover, params.crossover_prob, params.mutation_rate,
                                   self.mutation, self.mutation_slots)
@@ -91,6 +92,11 @@ class CategoricalEA:
                          lambda: self._offspring(key, state.population, params))
         return x, state
 
+    def rehash(self, state):
+        """The state with its population's design keys recomputed (used on resume, so a
+        checkpoint written with another key function stays consistent)."""
+        return state.replace(hashes=self.design_key(state.population))
+
 
 class GA(CategoricalEA):
     """mu + lambda GA over ``space`` (needs n_genes, n_choices, group_ids, sample, hash)."""
@@ -102,30 +108,29 @@ class GA(CategoricalEA):
         return GAState(population=pop,
                        fitness=jnp.full((self.popsize,), jnp.inf, jnp.float32),
                        violation=jnp.full((self.popsize,), jnp.inf, jnp.float32),
-                       hashes=jnp.asarray(self.space.hash(pop), jnp.uint32),
+                       hashes=self.design_key(pop),
                        generation=jnp.zeros((), jnp.int32))
 
     def tell(self, x, fitness, violation, state: GAState, params: GAParams) -> GAState:
-        """Elitist (mu + lambda) survival; duplicates (same canonical hash) rank last."""
+        """Elitist (mu + lambda) survival; duplicates (same canonical design) rank last.
+
+        Pool = parents then offspring. One float32 key orders it (not duplicate, feasible
+        first, violation, fitness); of several copies of one canonical design the best is
+        kept (ties: the parent, as pymoo drops offspring that duplicate the population);
+        ``lax.top_k`` (stable: lower index first among equal keys) takes the best mu in
+        order, so the population stays sorted best-first.
+        """
         fitness = jnp.reshape(fitness, (-1,))
         f, v = ops.sanitise(fitness, violation)
-        xh = jnp.asarray(self.space.hash(x), jnp.uint32)
-        pool_x = jnp.concatenate([x, state.population])
-        pool_f = jnp.concatenate([f, state.fitness])
-        pool_v = jnp.concatenate([v, state.violation])
-        pool_h = jnp.concatenate([xh, state.hashes])
+        xh = self.design_key(x)
+        pool_x = jnp.concatenate([state.population, x])
+        pool_f = jnp.concatenate([state.fitness, f])
+        pool_v = jnp.concatenate([state.violation, v])
+        pool_h = jnp.concatenate([state.hashes, xh])
         n = pool_f.shape[0]
-        # 1) order the pool best-first (one top_k over a single float key), 2) mark later
-        #    copies of a canonical design as duplicates (so the BEST copy is kept, even for
-        #    fitnesses that read no-effect genes), 3) take the best mu non-duplicates.
-        key0 = ops.survival_key(pool_f, pool_v, jnp.zeros((n,), bool))
-        order = ops.order_desc(key0)
-        if self.dedup:   # gathers only, no scatter: positions stay in hash order
-            horder, dup = ops.hash_order(pool_h[order])
-            both = order[horder]
-            _, pos = jax.lax.top_k(jnp.where(dup, -jnp.inf, key0[both]), self.popsize)
-            keep = both[pos]
-        else:
-            keep = order[: self.popsize]
+        key = ops.survival_key(pool_f, pool_v, jnp.zeros((n,), bool))
+        if self.dedup:
+            key = jnp.where(ops.duplicate_mask_by_key(pool_h, key), -jnp.inf, key)
+        _, keep = jax.lax.top_k(key, self.popsize)
         return GAState(population=pool_x[keep], fitness=pool_f[keep], violation=pool_v[keep],
                        hashes=pool_h[keep], generation=state.generation + 1)

@@ -51,15 +51,22 @@ class NSGA2(CategoricalEA):
         return NSGA2State(population=pop,
                           objectives=jnp.full((mu, m), jnp.inf, jnp.float32),
                           violation=jnp.full((mu,), jnp.inf, jnp.float32),
-                          hashes=jnp.asarray(self.space.hash(pop), jnp.uint32),
+                          hashes=self.design_key(pop),
                           rank=jnp.full((mu,), pareto.UNRANKED, jnp.int32),
                           crowding=jnp.zeros((mu,), jnp.float32),
                           archive=pareto.empty_archive(self.archive_size, self.n_genes, m),
                           generation=jnp.zeros((), jnp.int32))
 
+    def rehash(self, state: NSGA2State) -> NSGA2State:
+        """Population and (filled) archive design keys recomputed (used on resume)."""
+        a = state.archive
+        ah = jnp.where(a.filled[:, None], self.design_key(a.genomes), jnp.uint32(0))
+        return state.replace(hashes=self.design_key(state.population),
+                             archive=a.replace(hashes=ah))
+
     def tell(self, x, objectives, violation, state: NSGA2State, params: GAParams) -> NSGA2State:
         F, v = ops.sanitise(jnp.reshape(objectives, (x.shape[0], self.n_objectives)), violation)
-        xh = jnp.asarray(self.space.hash(x), jnp.uint32)
+        xh = self.design_key(x)
         archive = pareto.update_archive(state.archive, x, F, v, xh)
         pool_x = jnp.concatenate([x, state.population])   # offspring first (see duplicate_mask)
         pool_F = jnp.concatenate([F, state.objectives])
@@ -67,8 +74,8 @@ class NSGA2(CategoricalEA):
         pool_h = jnp.concatenate([xh, state.hashes])
         n = pool_v.shape[0]
         if self.dedup:   # keep the best copy: feasible first, then first objective
-            pre = ops.order_desc(ops.survival_key(pool_F[:, 0], pool_v, jnp.zeros((n,), bool)))
-            dup = jnp.zeros((n,), bool).at[pre].set(ops.duplicate_mask(pool_h[pre]))
+            pre = ops.survival_key(pool_F[:, 0], pool_v, jnp.zeros((n,), bool))
+            dup = ops.duplicate_mask_by_key(pool_h, pre)
         else:
             dup = jnp.zeros((n,), bool)
         feasible = (pool_v == 0) & ~dup
