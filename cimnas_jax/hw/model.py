@@ -11,7 +11,6 @@ safe (ceil/floor only on discrete quantities).
 """
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
 from cimnas_jax.hw.tech import Technology
@@ -24,11 +23,6 @@ GLB_REF_BYTES = 8.0 * 2 ** 20
 _LN10_10 = jnp.log(10.0) / 10.0
 
 
-def _softmin(a, b, tau=2.0):
-    """Smooth min(a, b) (tau in the units of a, b)."""
-    return b - tau * jax.nn.softplus((b - a) / tau)
-
-
 def _interp_loglog(x_ln, knots_ln, vals_ln):
     """Piecewise-linear interpolation in log-log with linear extrapolation at both ends."""
     knots_ln, vals_ln = jnp.asarray(knots_ln), jnp.asarray(vals_ln)
@@ -39,23 +33,36 @@ def _interp_loglog(x_ln, knots_ln, vals_ln):
     return y0 + (y1 - y0) * (x_ln - x0) / (x1 - x0)
 
 
-def adc_energy_area(c: dict, node_nm, adc_bits, cols, voltage, clock_s):
-    """ADC energy per conversion before voltage scaling [J] and area per macro's ADC bank [m^2].
+# Accelergy ADC plug-in (accelergy-adc-plug-in ff0fb48, adc_data/model.yaml) constants that the
+# technology file does not carry: the per-bit slope of the FOM ceiling (max_by_enob[b] = icpt + 3.2205 b),
+# and the energy's node / resolution terms (ln E += 1.8800 ln node - 2.8291 ln bits).
+ADC_FOM_MAX_PER_BIT = 3.2205115109775584
+ADC_E_NODE_SLOPE = 1.8800369206815004
+ADC_E_BITS_SLOPE = -2.8291256050594527
 
-    Accelergy ADC plug-in form: energy from the Schreier figure of merit, FOM = min(icpt - slope
-    ln f, max), E = exp(e0) / 10^((FOM - SNDR)/10); area = exp(a0 + a_f ln f + a_e ln E[pJ]
-    + a_b bits + a_t ln node) um^2. f = conversion rate the bank must sustain = cols x V / clock.
+
+def adc_energy_area(c: dict, node_nm, adc_bits, cols, voltage, clock_s, n_adc=16.0):
+    """ADC energy per conversion before voltage scaling [J] and area of one macro's ADC bank [m^2].
+
+    The accelergy ADC plug-in's model as CiMLoop calls it (basic_analog: one bank of ``n_adc``
+    ADCs per macro, bank throughput = columns / cycle, cycle = clock / V):
+      f = cols V / clock / n_adc x exp(adc_lnf_shift)                 per-ADC sample rate [Hz]
+      FOM = min(adc_fom_icpt - adc_fom_slope ln f, adc_fom_max + 3.2205 ceil(bits))   [dB]
+      ln E[pJ] = adc_e0 - ln10/10 (FOM - SNDR) + 1.8800 ln node - 2.8291 ln bits,
+                 SNDR = 6.02 bits + 1.76
+      area = n_adc exp(adc_a0 + adc_a_t ln node + adc_a_f ln f + adc_a_e ln E[pJ] + adc_a_b bits) um^2
+    With the plug-in's coefficients (adc_a_b = 0, adc_lnf_shift = 0) this reproduces CiMLoop's ADC
+    area to 1e-5 and its energy per conversion in both reference sets.
     """
-    lnf = jnp.log(cols * voltage / clock_s) + c["adc_lnf_shift"]
+    lnf = jnp.log(cols * voltage / (clock_s * n_adc)) + c["adc_lnf_shift"]
     sndr = adc_bits * 20.0 * jnp.log10(2.0) + 10.0 * jnp.log10(1.5)
-    fom = _softmin(c["adc_fom_icpt"] - c["adc_fom_slope"] * lnf, c["adc_fom_max"])
-    ln_e = c["adc_e0"] - _LN10_10 * (fom - sndr)
-    # the resolution enters the area once, through a_b (plug-in: -0.134/bit + 0.424 x the energy's
-    # 1.386/bit = +0.453/bit); a_e carries only the rate-driven part of the energy.
-    ln_e_rate = ln_e - _LN10_10 * sndr
-    ln_a_um2 = (c["adc_a0"] + c["adc_a_f"] * lnf + c["adc_a_e"] * (ln_e_rate + jnp.log(1e12))
-                + c["adc_a_b"] * adc_bits + c["adc_a_t"] * jnp.log(node_nm))
-    return jnp.exp(ln_e), jnp.exp(ln_a_um2) * 1e-12
+    fom_cap = c["adc_fom_max"] + ADC_FOM_MAX_PER_BIT * jnp.clip(jnp.ceil(adc_bits), 0.0, 20.0)
+    fom = jnp.minimum(c["adc_fom_icpt"] - c["adc_fom_slope"] * lnf, fom_cap)
+    ln_e_pj = (c["adc_e0"] - _LN10_10 * (fom - sndr) + ADC_E_NODE_SLOPE * jnp.log(node_nm)
+               + ADC_E_BITS_SLOPE * jnp.log(adc_bits))
+    ln_a_um2 = (c["adc_a0"] + c["adc_a_t"] * jnp.log(node_nm) + c["adc_a_f"] * lnf + c["adc_a_e"] * ln_e_pj
+                + c["adc_a_b"] * adc_bits)
+    return jnp.exp(ln_e_pj) * 1e-12, n_adc * jnp.exp(ln_a_um2) * 1e-12
 
 
 def _place(nw, mpt, tiles, rg):
@@ -95,6 +102,7 @@ def layer_model(tech: Technology, layers, hw, adc_bits=None):
     mpt = e(hw.macros_per_tile)
     glb_bytes = e(hw.glb_bytes)
     abits = e(hw.adc_bits if adc_bits is None else adc_bits)
+    n_adc = e(hw.n_adc_per_bank)
     C, M, R, S, P, Q = layers.C, layers.M, layers.R, layers.S, layers.P, layers.Q
     stride, ib, wb = layers.stride, layers.input_bits, layers.weight_bits
     dw = layers.kind == 1
@@ -144,14 +152,17 @@ def layer_model(tech: Technology, layers, hw, adc_bits=None):
     ln_rin, ln_outs = ln(row_inputs), ln(outs)
     ln_convs = ln_outs + ln_rt + ln_sl
     # --- energies [J]
-    adc_e, _ = adc_energy_area(c, tech.node_nm, abits, cols, V, clk)
+    adc_e, _ = adc_energy_area(c, tech.node_nm, abits, cols, V, clk, n_adc)
     ld = jnp.log2(glb_bytes / GLB_REF_BYTES)
     ln_glb_scale = c["glb_e1"] * ld + c["glb_e2"] * ld ** 2
     ex = jnp.exp
     en = {
         "cim_unit": ex(c["ln_e_cim"] + ln(macs) + ln_pulses + c["cim_v_exp"] * lnV) * slice_factor(c, wb, bpc),
+        # per input pulse on one column tile: wordline charge (cols^k V^2) + driver-sizing term
         "row_drivers": ex(c["ln_e_row"] + ln_rin + ln_ct + c["row_pulse_exp"] * ln_pulses + c["row_ib_exp"] * ln_ib
-                          + c["row_cols_exp"] * ln(cols) + 2.0 * lnV),
+                          + c["row_cols_exp"] * ln(cols) + 2.0 * lnV)
+                       + ex(c["ln_e_row2"] + ln_rin + ln_ct + c["row_pulse_exp"] * ln_pulses + c["row_ib_exp"] * ln_ib
+                            + c["row2_cols_exp"] * ln(cols) + c["row2_v_exp"] * lnV),
         "column_drivers": ex(c["ln_e_col"] + ln_convs + 2.0 * lnV),
         "adc": ex(ln_convs + ln(adc_e) + 2.0 * lnV),
         "input_buffer": ex(c["ln_e_ibuf"] + ln_rin + c["ibuf_ib_exp"] * ln_ib + c["ibuf_ct_exp"] * ln_ct
@@ -176,7 +187,7 @@ def chip_area(tech: Technology, hw, max_slices, adc_bits=None):
     rg, tiles, mpt = hw.router_group, hw.tiles, hw.macros_per_tile
     N = rg * tiles * mpt
     abits = hw.adc_bits if adc_bits is None else adc_bits
-    _, adc_a = adc_energy_area(c, tech.node_nm, abits, cols, V, clk)
+    _, adc_a = adc_energy_area(c, tech.node_nm, abits, cols, V, clk, hw.n_adc_per_bank)
 
     def buf(p, ent):
         le = jnp.log(ent)

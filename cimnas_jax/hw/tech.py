@@ -40,6 +40,14 @@ COEFFICIENT_NAMES = (
     "ok_theta",
 )
 
+# Optional coefficients: a file without them loads with the neutral default (term switched off), so
+# older files stay valid; they are not in COEFFICIENT_NAMES (surrogate.tech_transfer fits only those).
+OPTIONAL_COEFFICIENTS = {
+    # row drivers' second (driver-sizing) term per input pulse: exp(ln_e_row2) V^row2_v_exp cols^row2_cols_exp
+    "ln_e_row2": -80.0, "row2_v_exp": 0.0, "row2_cols_exp": 0.0,
+}
+ALL_COEFFICIENT_NAMES = COEFFICIENT_NAMES + tuple(OPTIONAL_COEFFICIENTS)
+
 
 class TechnologyError(ValueError):
     """A technology file is missing a field or has a bad value (message names the field)."""
@@ -111,7 +119,9 @@ def technology_from_dict(d: dict, where: str = "<dict>") -> Technology:
     coef = {}
     for k in COEFFICIENT_NAMES:
         coef[k] = np.float32(_num(_need(coefs, k, where + " coefficients"), f"coefficients.{k}", where))
-    unknown = sorted(set(coefs) - set(COEFFICIENT_NAMES))
+    for k, default in OPTIONAL_COEFFICIENTS.items():
+        coef[k] = np.float32(_num(coefs.get(k, default), f"coefficients.{k}", where))
+    unknown = sorted(set(coefs) - set(ALL_COEFFICIENT_NAMES))
     if unknown:
         raise TechnologyError(f"technology file {where}: unknown field(s) in 'coefficients': {unknown}")
     absent = d.get("absent_components", [])
@@ -134,7 +144,7 @@ def technology_to_dict(tech: Technology, extra: dict | None = None) -> dict:
         "absent_components": list(tech.absent_components),
         "glb_area_table": {"bytes": [float(round(math.exp(float(v)))) for v in tech.glb_ln_bytes],
                            "area_m2": [float(math.exp(float(v))) for v in tech.glb_ln_area]},
-        "coefficients": {k: float(tech.coef[k]) for k in COEFFICIENT_NAMES},
+        "coefficients": {k: float(tech.coef[k]) for k in ALL_COEFFICIENT_NAMES if k in tech.coef},
     }
     if extra:
         d.update(extra)
