@@ -52,14 +52,24 @@ def test_masks():
     np.testing.assert_array_equal(np.asarray(channel_mask(jnp.asarray(3), 5)), [1, 1, 1, 0, 0])
 
 
-@pytest.mark.parametrize("k,stride", [(3, 1), (7, 2)])
-def test_depthwise_and_dense_match_lax_conv(stride, k):
+@pytest.mark.parametrize("k,stride,hw", [(3, 1, (9, 8)), (7, 2, (9, 8)), (7, 1, (2, 2)), (7, 2, (3, 3)),
+                                         (7, 1, (1, 1)), (5, 2, (20, 17)), (7, 1, (17, 16))])
+def test_depthwise_and_dense_match_lax_conv(stride, k, hw):
+    """Both depthwise paths (Toeplitz matmul on maps <= 16x16, shifted taps above) and the
+    padding-tap skipping on tiny maps agree with lax's grouped conv, values and gradients."""
     kx, kw = jax.random.split(jax.random.PRNGKey(1))
-    x = jax.random.normal(kx, (2, 9, 8, 6))
+    x = jax.random.normal(kx, (2, *hw, 6))
     w = jax.random.normal(kw, (k, k, 6))
-    ref = jax.lax.conv_general_dilated(x, w[:, :, None, :], (stride, stride), [(k // 2, k // 2)] * 2,
-                                       dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=6)
+
+    def ref_dw(x, w):
+        return jax.lax.conv_general_dilated(x, w[:, :, None, :], (stride, stride), [(k // 2, k // 2)] * 2,
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=6)
+    ref = ref_dw(x, w)
     np.testing.assert_allclose(depthwise(x, w, stride), ref, rtol=1e-4, atol=1e-4)
+    g = jax.grad(lambda x, w: jnp.sum(jnp.sin(_depthwise(x, w, stride))), (0, 1))(x, w)
+    g_ref = jax.grad(lambda x, w: jnp.sum(jnp.sin(ref_dw(x, w))), (0, 1))(x, w)
+    for a, b in zip(g, g_ref):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3)
     wd = jax.random.normal(kw, (k, k, 6, 4))
     ref2 = jax.lax.conv_general_dilated(x, wd, (stride, stride), [(k // 2, k // 2)] * 2,
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))

