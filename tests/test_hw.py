@@ -82,6 +82,33 @@ def test_monotonicity(tname):
     np.testing.assert_allclose(r8.latency_s, r4.latency_s)
 
 
+def test_adc_follows_node_and_adcs_per_bank(tech):
+    # ADC plug-in: a smaller node makes the same ADC smaller and cheaper; a bank of more (slower)
+    # ADCs for the same column rate converts at lower energy and takes more area
+    small = tech.replace(node_nm=7.0)
+    big, sm = _eval(tech), _jit_eval(small, _layers(), _hw())
+    assert float(sm.area_breakdown_mm2["adc"][0]) < 0.2 * float(big.area_breakdown_mm2["adc"][0])
+    assert float(sm.energy_breakdown_j["adc"][0]) < 0.2 * float(big.energy_breakdown_j["adc"][0])
+    r16, r32 = _eval(tech, n_adc_per_bank=16.0), _eval(tech, n_adc_per_bank=32.0)
+    assert float(r32.area_breakdown_mm2["adc"][0]) > float(r16.area_breakdown_mm2["adc"][0])
+    assert float(r32.energy_breakdown_j["adc"][0]) <= float(r16.energy_breakdown_j["adc"][0])
+
+
+def test_optional_coefficients_default_off(tmp_path):
+    # a technology file written before the optional coefficients existed still loads, with the
+    # row drivers' second term switched off
+    d = _tech_dict()
+    for k in ("ln_e_row2", "row2_v_exp", "row2_cols_exp"):
+        d["coefficients"].pop(k)
+    p = tmp_path / "old.json"
+    p.write_text(json.dumps(d))
+    t_old, t = load_technology(str(p)), load_technology("rram_32nm")
+    assert float(t_old.coef["ln_e_row2"]) < -50
+    e_old, e = _jit_eval(t_old, _layers(), _hw()), _eval(t)
+    assert float(e_old.energy_breakdown_j["row_drivers"][0]) < float(e.energy_breakdown_j["row_drivers"][0])
+    np.testing.assert_allclose(e_old.energy_breakdown_j["glb"], e.energy_breakdown_j["glb"], rtol=1e-6)
+
+
 def test_rram_bits_per_cell_and_voltage_scaling(tech):
     # fewer bits per cell -> more columns per weight -> more array energy (CiMLoop: x3.1 at 1 b/cell)
     assert float(_eval(tech, bits_per_cell=1.0).energy_j[0]) > 1.5 * float(_eval(tech, bits_per_cell=4.0).energy_j[0])
@@ -199,6 +226,13 @@ def test_backend_records_and_cli(tmp_path):
     assert p.returncode == 0, p.stderr
     lines = [json.loads(l) for l in outp.read_text().splitlines()]
     assert [l["id"] for l in lines] == ["x", "s"] and lines[0]["result"]["energy_J"] > 0
+    assert "technology_nm" not in p.stderr
+    # a record whose hw.technology_nm contradicts the technology file chosen for it is counted on stderr
+    sram["hw"]["technology_nm"] = 32
+    jobs.write_text(json.dumps(sram) + "\n")
+    p = subprocess.run([sys.executable, "-m", "cimnas_jax.hw", "--backend=analytic", f"--jobs={jobs}", f"--out={outp}"],
+                       capture_output=True, text=True, env=env, cwd=ROOT)
+    assert p.returncode == 0 and "1 record(s) say hw.technology_nm=32" in p.stderr, p.stderr
     p = subprocess.run([sys.executable, "-m", "cimnas_jax.hw", "--backend=nope", f"--jobs={jobs}", f"--out={outp}"],
                        capture_output=True, text=True, env=env, cwd=ROOT)
     assert p.returncode != 0 and "--backend must be one of" in p.stderr

@@ -52,7 +52,26 @@ def run(backend_name: str, jobs: str, out: str, technology: str = "") -> int:
     atomic_write(dst, "".join(json.dumps(r) + "\n" for r in res))
     n_ok = sum(r.get("status") == "ok" for r in res)
     print(f"{backend_name}: {len(res)} records -> {dst} ({n_ok} ok, {len(res) - n_ok} error)")
+    if backend_name == "analytic":
+        _warn_node_mismatch(res)
     return 0
+
+
+def _warn_node_mismatch(res):
+    """Count records whose hw.technology_nm differs from the node of the technology file used for
+    them (the cell selects the file first; e.g. the 7 nm SRAM reference records say 32)."""
+    import sys
+    from collections import Counter
+    from cimnas_jax.hw import load_technology
+    bad = Counter()
+    for r in res:
+        tname = (r.get("result") or {}).get("technology")
+        node = r.get("hw", {}).get("technology_nm")
+        if tname and isinstance(node, (int, float)) and float(node) != load_technology(tname).node_nm:
+            bad[(float(node), tname)] += 1
+    for (node, tname), n in sorted(bad.items()):
+        print(f"warning: {n} record(s) say hw.technology_nm={node:g} but were evaluated with {tname} "
+              f"(node {load_technology(tname).node_nm:g} nm, chosen by hw.cell)", file=sys.stderr)
 
 
 def main(argv):
