@@ -68,14 +68,16 @@ def adc_energy_area(c: dict, node_nm, adc_bits, cols, voltage, clock_s, n_adc=16
 def _place(nw, mpt, tiles, rg):
     """Place one weight copy (nw macros) on the spatial levels macro-in-tile, tile, router group
     (innermost first); a level's spare fan-out floor(size / used) holds copies that split output
-    rows P. Returns (temporal weight passes T, total duplication, duplication at the router level)."""
-    rem, dup, left = nw, 1.0, 1.0
+    rows P. Returns (temporal weight passes T, total duplication, spare fan-out per level
+    (macro, tile, router group))."""
+    rem, dup, lefts = nw, 1.0, []
     for size in (mpt, tiles, rg):
         used = jnp.minimum(rem, size)
         left = jnp.floor(size / used)
+        lefts.append(left)
         dup = dup * left
         rem = jnp.ceil(rem / used)
-    return rem, dup, left
+    return rem, dup, tuple(lefts)
 
 
 def slice_factor(c: dict, weight_bits, bits_per_cell):
@@ -114,7 +116,7 @@ def layer_model(tech: Technology, layers, hw, adc_bits=None):
     rt = jnp.ceil(Cg * R * S / rows)
     ct = jnp.ceil(Mg * slices / cols)
     nw = rt * ct * G
-    T, dup, dup_rg = _place(nw, mpt, e(hw.tiles), e(hw.router_group))
+    T, dup, (left_m, left_t, left_rg) = _place(nw, mpt, e(hw.tiles), e(hw.router_group))
     d = jnp.minimum(P, dup)
     Pt = jnp.ceil(P / d)
     cycles = Q * Pt * T
@@ -130,7 +132,11 @@ def layer_model(tech: Technology, layers, hw, adc_bits=None):
     out_bits = outs * OUTPUT_BITS
     # GLB -> router input traffic: each router-level copy reads its own rows (halo re-read, no
     # multicast across routers); each temporal P step re-reads its halo; Q slides (fitted reuse).
-    d_rg = jnp.minimum(P, dup_rg)
+    # the mapper fills the P split innermost first (macro, then tile, then router group), so only
+    # what the lower levels cannot take is split across routers
+    p_m = jnp.minimum(P, left_m)
+    p_t = jnp.minimum(jnp.ceil(P / p_m), left_t)
+    d_rg = jnp.minimum(jnp.ceil(P / (p_m * p_t)), left_rg)
     p_in = jnp.ceil(P / (Pt * d_rg))
     foot = jnp.minimum((p_in - 1.0) * stride + R, H)
     fp = Pt * d_rg * foot / H
