@@ -14,7 +14,8 @@ eta 3) and polynomial mutation (prob .95, eta 3) on the integer index vector as 
 rounding repair, duplicate elimination; the same jitted fitness is called once per
 generation on the whole population through a vectorised Problem (padded to a fixed size so
 it never recompiles). Ours: steady-state chunks of generations in lax.scan (compile time
-reported separately).
+reported separately). By default the whole process (ours and pymoo) runs on one CPU with
+single-threaded Eigen (see the top of the file; --nopin_one_cpu / --noxla_single_thread).
 Quality: best feasible EDAP (J*s*mm^2; capacity + 800 mm^2 area constraints) after the same
 number of evaluations (population 150 x 100 generations = 15 000, CIMNAS's budget), median
 over 5 seeds, for our GA, pymoo's GA and uniform random search.
@@ -34,8 +35,35 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # 2 cores (no thread hand-offs; pymoo/numpy is single-threaded too). Must be set before
 # jax is imported; --noxla_single_thread (or a preset XLA_FLAGS) leaves XLA's default.
 if "--noxla_single_thread" not in sys.argv and "XLA_FLAGS" not in os.environ:
-    os.environ["XLA_FLAGS"] = ("--xla_cpu_multi_thread_eigen=false "
-                               "intra_op_parallelism_threads=1")
+    os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false"   # Eigen dots: 1 thread
+# XLA:CPU still splits every loop fusion into one task per schedulable CPU (its parallel
+# task assignment reads the process's CPU affinity), and on a small population the hand-offs
+# and the idle worker's spinning cost more than they save (measured: 0.62-0.70 ms CPU per
+# generation of 1 000 unpinned vs 0.44 ms on one CPU). So, with the single-thread setting,
+# the whole process -- ours AND pymoo, which is single-threaded anyway -- runs on ONE CPU,
+# the least busy one over a short /proc/stat sample. Must happen before jax starts its
+# thread pools; --nopin_one_cpu (or --skip_pymoo: nothing to compare) leaves it alone.
+PINNED_CPU = None
+if ("--nopin_one_cpu" not in sys.argv and "--noxla_single_thread" not in sys.argv
+        and "--skip_pymoo" not in sys.argv
+        and hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) > 1):
+    def _busy():
+        out = {}
+        with open("/proc/stat") as fh:
+            for line in fh:
+                f = line.split()
+                if f[0].startswith("cpu") and f[0] != "cpu":
+                    v = list(map(int, f[1:]))
+                    out[int(f[0][3:])] = (sum(v) - v[3] - v[4], sum(v))
+        return out
+    _a = _busy()
+    time.sleep(0.3)
+    _b = _busy()
+    _allowed = os.sched_getaffinity(0)
+    _load = {c: (_b[c][0] - _a[c][0]) / max(_b[c][1] - _a[c][1], 1) for c in _b if c in _allowed}
+    if _load:
+        PINNED_CPU = min(_load, key=_load.get)
+        os.sched_setaffinity(0, {PINNED_CPU})
 # pymoo's numpy/BLAS likewise on one thread: multi-threaded BLAS spin-waits inflate its CPU
 # time on a shared 2-core machine (measured: 4.5x more CPU seconds than wall seconds).
 for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -44,6 +72,8 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 FLAGS = flags.FLAGS
 flags.DEFINE_bool("xla_single_thread", True, "CPU: run XLA single-threaded (set before "
                   "jax is imported; see top of file)")
+flags.DEFINE_bool("pin_one_cpu", True, "CPU: run the whole process (ours and pymoo) on the "
+                  "least busy CPU (set before jax starts; see top of file)")
 flags.DEFINE_list("parts", ["speed", "quality"], "speed and/or quality")
 flags.DEFINE_string("space", "mbv2_rram", "search space")
 flags.DEFINE_integer("population", 1000, "population for the speed part")
@@ -156,8 +186,9 @@ def main(argv):
     sp = get_space(FLAGS.space)
     out = {"device": str(jax.devices()[0]), "backend": jax.default_backend(),
            "population": FLAGS.population, "xla_flags": os.environ.get("XLA_FLAGS", "")}
+    out["pinned_cpu"] = PINNED_CPU
     print(f"device {out['device']} ({jax.default_backend()}, {jax.local_device_count()} devices)"
-          f"  XLA_FLAGS={out['xla_flags']!r}")
+          f"  XLA_FLAGS={out['xla_flags']!r}  process pinned to CPU: {PINNED_CPU}")
     edap = Objective.single("edap", Constraints(capacity=True, area_limit_mm2=800.0))
     energy = Objective.single("energy", Constraints(capacity=False, area_limit_mm2=None))
     pop = FLAGS.population
