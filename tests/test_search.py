@@ -183,6 +183,38 @@ def test_duplicate_mask_by_key_keeps_best_copy():
                                                     jnp.asarray(fit))).any()
 
 
+def test_ga_ask_tell_vmaps_over_seeds():
+    """init/ask/tell are pure: vmapped over seeds they give the per-seed results."""
+    ga = GA(SP, 32)
+    p = ga.default_params()
+    obj = Objective.single("energy", NO_CONS)
+    w = jnp.arange(SP.n_genes, dtype=jnp.int32) % 7 + 1
+
+    def fit(g):   # integer-valued: exact whatever the summation order of a batched kernel
+        m = linear_fitness(SP)(g)
+        m["energy_j"] = 1.0 + jnp.sum(g * w, axis=1).astype(jnp.float32)
+        return m
+
+    def run(seed):
+        key = jax.random.key(seed)
+        st = ga.init(key, p)
+
+        def body(st, k):
+            x, st = ga.ask(k, st, p)
+            F, v = obj(fit(x))
+            return ga.tell(x, F[:, 0], v, st, p), None
+
+        st, _ = jax.lax.scan(body, st, jax.random.split(key, 6))
+        return st.population, st.fitness
+
+    pops, fits = jax.jit(jax.vmap(run))(jnp.arange(3))
+    for i in range(3):
+        pop, f = jax.jit(run)(i)
+        np.testing.assert_array_equal(np.asarray(pops[i]), np.asarray(pop))
+        np.testing.assert_array_equal(np.asarray(fits[i]), np.asarray(f))
+    assert not np.array_equal(np.asarray(pops[0]), np.asarray(pops[1]))
+
+
 # ----------------------------------------------------------------------------- survival
 def _bad_fitness(genomes):
     """Linear fitness where designs with gene0 == 0 claim a spectacular objective but are
