@@ -9,9 +9,10 @@ canonical design hash (80/10/10 train/val/test), so one design never sits in two
   python experiments/train_surrogates.py --space=mbv2_rram --accuracy_labels=runs/acc/labels.jsonl
   # ship resnet50_sram7nm (hardware only)
   python experiments/train_surrogates.py --space=resnet50_sram7nm
-  # new technology node: fine-tune the 32 nm RRAM set on 10..300 labels at 7 nm SRAM
+  # new technology node: transfer the 32 nm RRAM set with 10..300 labels at 7 nm SRAM (physics
+  # transfer: re-fit the analytic model's technology coefficients; neural: fine-tunes / ridge heads)
   python experiments/train_surrogates.py --mode=new_node --space=mbv2_rram --technology=sram_7nm \
-      --source=surrogates/mbv2_rram/rram_32nm --out=surrogates/mbv2_rram/new_node_sram_7nm
+      --source=surrogates/mbv2_rram/rram_32nm --out=surrogates/mbv2_rram/new_node_sram_7nm --nn_transfer=false
 """
 from __future__ import annotations
 
@@ -60,6 +61,10 @@ flags.DEFINE_string("counts", "10,30,100,300", "new_node: label counts")
 flags.DEFINE_integer("n_test", 3000, "new_node: held-out designs of the new node")
 flags.DEFINE_integer("ft_steps", 400, "new_node: optimisation steps per fine-tune / scratch run")
 flags.DEFINE_float("ft_lr", 3e-4, "new_node: peak learning rate of full fine-tuning")
+flags.DEFINE_bool("nn_transfer", True, "new_node: run the neural methods (offset, fine-tunes, ridge heads, scratch nets)")
+flags.DEFINE_bool("tech_transfer", True, "new_node: run the physics transfer (re-fit the analytic model's technology "
+                  "coefficients, from the source node's and from a generic start)")
+flags.DEFINE_integer("tt_steps", 1000, "new_node: Adam steps of each technology-coefficient fit")
 
 
 # The shipped sets, rebuilt in this order by --mode=ship (one command; the hardware model is
@@ -71,10 +76,13 @@ SHIPPED = (
      "--max_minutes=10", "--variant=compare"],
     ["--space=mbv2_rram", "--n_labels=60000", "--epochs=30", "--members=4", "--hidden=256,256",
      "--max_minutes=9", "--variant=mlp", "--out=surrogates/mbv2_rram/rram_32nm_mlp"],
+    # new node, neural transfer of the plain-MLP set (fine-tunes, ridge heads, scratch nets)
     ["--mode=new_node", "--space=mbv2_rram", "--technology=sram_7nm", "--source=surrogates/mbv2_rram/rram_32nm_mlp",
-     "--out=surrogates/mbv2_rram/new_node_sram_7nm_from_mlp", "--counts=10,30,100,300"],
+     "--out=surrogates/mbv2_rram/new_node_sram_7nm_from_mlp", "--counts=10,30,100,300", "--tech_transfer=false"],
+    # new node, physics transfer of the physics-informed set: re-fit its analytic prior's technology
+    # coefficients (same labels and test designs as above: same seeds)
     ["--mode=new_node", "--space=mbv2_rram", "--technology=sram_7nm", "--source=surrogates/mbv2_rram/rram_32nm",
-     "--out=surrogates/mbv2_rram/new_node_sram_7nm", "--counts=10,30,100,300"],
+     "--out=surrogates/mbv2_rram/new_node_sram_7nm", "--counts=10,30,100,300", "--nn_transfer=false"],
 )
 
 
@@ -356,6 +364,7 @@ def new_node_mode(sp, root, out_dir, technology):
     if not FLAGS.source:
         raise app.UsageError("--mode=new_node needs --source=<set directory>")
     counts = _ints(FLAGS.counts, "counts")
+    t_start = time.time()
     out_dir.mkdir(parents=True, exist_ok=True)
     src = load_set(FLAGS.source, sp).hw
     src_man = read_manifest(FLAGS.source)
@@ -406,8 +415,16 @@ def new_node_mode(sp, root, out_dir, technology):
 
     rows = {"source_zero_shot": score(src)}
     print("zero-shot", rows["source_zero_shot"])
+    tt = _TechTransfer(sp, src_man, technology, g, y, test, out_dir) if FLAGS.tech_transfer else None
+    if tt is not None:
+        rows.update(tt.zero_shot())
     for n in counts:
         sel = pool[:n]
+        if tt is not None:
+            rows.update(tt.fit(sel, n))
+            print(n, {k: rows[f"{k}_{n}"] for k in TT_KINDS})
+        if not FLAGS.nn_transfer:
+            continue
         d = {"genomes": g[sel], "y": y[sel], "valid": v[sel]}
         shift = np.mean(y[sel] - predict_logs(src, g[sel]), 0)
         shifted = src.replace(y_mean=src.y_mean + jnp.asarray(shift, jnp.float32))
@@ -434,13 +451,109 @@ def new_node_mode(sp, root, out_dir, technology):
               "source_set": str(FLAGS.source), "source_variant": src_man["train"]["variant"],
               "source_technology": src_man["labels"]["hardware"].get("technology"),
               "target": tech_provenance(technology), "counts": list(counts), "n_test": int(len(test)),
-              "ft_steps": FLAGS.ft_steps, "versions": _versions(), "git": _git(root), "results": rows}
+              "ft_steps": FLAGS.ft_steps, "versions": _versions(), "git": _git(root), "results": rows,
+              "seconds": round(time.time() - t_start, 1)}
+    if tt is not None:
+        report["tech_transfer"] = tt.provenance()
+    kinds = (KINDS if FLAGS.nn_transfer else ()) + (TT_KINDS if tt is not None else ())
     atomic_write_json(out_dir / "report.json", report)
-    _plot_new_node(out_dir, counts, rows, src.targets)
-    print(f"wrote {out_dir}/report.json")
+    _plot_new_node(out_dir, counts, rows, src.targets, kinds)
+    table = _new_node_table(rows, counts, src.targets, kinds)
+    (out_dir / "table.md").write_text(table)
+    print(table)
+    print(f"wrote {out_dir}/report.json, table.md, new_node.png ({report['seconds']:.0f} s)")
 
 
 KINDS = ("offset_only", "finetune", "scratch", "head_finetune", "ridge_scratch", "finetune_then_head")
+TT_KINDS = ("tech_transfer", "tech_scratch")
+KIND_LABELS = {
+    "source_zero_shot": "zero-shot (source as is)",
+    "tech_transfer_zero_shot": "zero-shot physics (source node's coefficients, new node's description)",
+    "tech_scratch_zero_shot": "zero-shot physics (generic start, new node's description)",
+    "offset_only": "source + fitted offset", "finetune": "full fine-tune", "scratch": "full net from scratch",
+    "head_finetune": "head fine-tune (ridge on frozen source features)",
+    "ridge_scratch": "ridge from scratch (raw inputs)", "finetune_then_head": "full fine-tune, then ridge head",
+    "tech_transfer": "**physics transfer** (source node's technology coefficients re-fitted)",
+    "tech_scratch": "physics fit from a generic start (no source knowledge)",
+}
+
+
+def _new_node_table(rows, counts, targets, kinds):
+    """Markdown table: tau and MAPE per target for every method and label count."""
+    head = "| labels | method | " + " | ".join(f"{t} τ | {t} MAPE %" for t in targets) + " |\n"
+    head += "|---|---|" + "---|---|" * len(targets) + "\n"
+    line = lambda n, key, label: (f"| {n} | {label} | " + " | ".join(
+        f"{rows[key][t]['kendall_tau']:.3f} | {rows[key][t]['mape_pct']:.1f}" for t in targets) + " |\n")
+    out = head
+    for key in ("source_zero_shot", "tech_transfer_zero_shot", "tech_scratch_zero_shot"):
+        if key in rows:
+            out += line(0, key, KIND_LABELS[key])
+    for n in counts:
+        for k in kinds:
+            if f"{k}_{n}" in rows:
+                out += line(n, f"{k}_{n}", KIND_LABELS[k])
+    return out
+
+
+class _TechTransfer:
+    """Physics transfer rows of the new-node study (cimnas_jax.surrogate.tech_transfer).
+
+    Start: the source node's technology file (its calibrated coefficients and GLB area table) with
+    the new node's *description* only (node nm, cell type / area / bits, absent components) - never
+    the new node's calibrated coefficients, which generate the labels. "Scratch" in the same family
+    starts from calibrate.INIT (fitted to no node) instead. Each fit sees only the n pool labels;
+    its fitted technology is written to <out>/tech_transfer_<n>.json for inspection.
+    """
+
+    def __init__(self, sp, src_man, technology, g, y, test, out_dir):
+        import numpy as np
+        from cimnas_jax.hw import load_technology
+        from cimnas_jax.surrogate import tech_transfer as TT
+        self.TT, self.sp, self.g, self.y, self.test, self.out_dir = TT, sp, g, y, test, out_dir
+        self.source_technology = src_man["labels"]["hardware"].get("technology") or sp.technology
+        desc = TT.node_description(load_technology(technology))
+        self.start = TT.start_technology(load_technology(self.source_technology), desc)
+        self.generic = TT.generic_technology(desc)
+        self.cfg = TT.TransferConfig(adam_steps=FLAGS.tt_steps, seed=FLAGS.seed)
+        self.layers_test, self.hw_test = TT.designs(sp, g[test])
+        self.description = {k: (list(v) if isinstance(v, tuple) else v) for k, v in desc.items()}
+        self.fits = {}
+        self._np = np
+
+    def _score(self, tech):
+        import jax
+        np = self._np
+        from cimnas_jax.surrogate import fidelity
+        p = np.asarray(jax.jit(self.TT.predict_logs)(tech, self.layers_test, self.hw_test))
+        return {t: {k: round(val, 4) for k, val in fidelity(np.exp(self.y[self.test, i]), np.exp(p[:, i])).items()
+                    if k in ("mape_pct", "kendall_tau", "spearman", "top10_recall")}
+                for i, t in enumerate(("energy_j", "latency_s", "area_mm2"))}
+
+    def zero_shot(self):
+        return {"tech_transfer_zero_shot": self._score(self.start), "tech_scratch_zero_shot": self._score(self.generic)}
+
+    def fit(self, sel, n):
+        from cimnas_jax.fileio import atomic_write_json
+        from cimnas_jax.hw.tech import technology_to_dict
+        layers, hw = self.TT.designs(self.sp, self.g[sel])
+        rows = {}
+        for kind, tech0 in (("tech_transfer", self.start), ("tech_scratch", self.generic)):
+            t0 = time.time()
+            tech, info = self.TT.fit_technology(tech0, layers, hw, self.y[sel], cfg=self.cfg)
+            rows[f"{kind}_{n}"] = self._score(tech)
+            self.fits[f"{kind}_{n}"] = {"noise": info["noise"], "cv_mse": info.get("cv_mse"),
+                                        "seconds": round(time.time() - t0, 1)}
+            if kind == "tech_transfer":
+                atomic_write_json(self.out_dir / f"tech_transfer_{n}.json", technology_to_dict(
+                    tech.replace(version=f"transfer-from-{self.source_technology}-{n}-labels"),
+                    {"fitted": info["names"], "noise": info["noise"], "n_labels": n}))
+        return rows
+
+    def provenance(self):
+        return {"source_technology": tech_provenance(self.source_technology),
+                "new_node_description_used": self.description,
+                "free_coefficients": list(self.TT.free_names(self.start)),
+                "config": self.cfg.__dict__, "fits": self.fits}
 
 
 def _ridge_loo(z, y, z_test):
@@ -470,7 +583,7 @@ def _ridge_loo(z, y, z_test):
     return out
 
 
-def _plot_new_node(out_dir, counts, rows, targets):
+def _plot_new_node(out_dir, counts, rows, targets, kinds=KINDS):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -479,7 +592,10 @@ def _plot_new_node(out_dir, counts, rows, targets):
         for r, metric in enumerate(("kendall_tau", "mape_pct")):
             ax = axes[r, j]
             for kind, st in (("finetune", "o-"), ("scratch", "s--"), ("offset_only", "^:"),
-                             ("head_finetune", "D-"), ("ridge_scratch", "x--"), ("finetune_then_head", "v-")):
+                             ("head_finetune", "D-"), ("ridge_scratch", "x--"), ("finetune_then_head", "v-"),
+                             ("tech_transfer", "*-"), ("tech_scratch", "+--")):
+                if kind not in kinds:
+                    continue
                 ax.plot(counts, [rows[f"{kind}_{n}"][t][metric] for n in counts], st, label=kind)
             ax.axhline(rows["source_zero_shot"][t][metric], color="gray", lw=1, label="zero-shot")
             ax.set_xscale("log"); ax.set_xlabel("new-node labels"); ax.set_title(f"{t}: {metric}")

@@ -189,3 +189,40 @@ def test_accuracy_arch_features_ignore_hardware_and_round_trip(tmp_path):
     back = load_set(tmp_path / "s", sp)
     assert back.acc.features == "arch"
     np.testing.assert_allclose(np.asarray(predict(back, jnp.asarray(g[600:]))["accuracy"]), out, rtol=1e-6)
+
+
+def test_tech_transfer_recovers_known_coefficients():
+    """Physics new-node transfer: a synthetic 'new node' = rram_32nm with known shifts of three
+    technology coefficients and of the GLB area scale. Fitted from the unshifted coefficients on
+    48 designs' totals, it recovers the shifts, leaves an unshifted coefficient alone, and predicts
+    held-out designs (latency is technology-free, so exact)."""
+    from cimnas_jax.hw import load_technology
+    from cimnas_jax.surrogate import tech_transfer as TT
+    sp = get_space(SPACE)
+    src = load_technology("rram_32nm")
+    shift = {"ln_e_cim": 0.8, "ln_e_glb_in": -0.6, "ibuf_a0": 0.5, TT.GLB_SCALE: 0.4}
+    truth = TT.apply_params(src, {k: (src.coef[k] if k != TT.GLB_SCALE else 0.0) + v for k, v in shift.items()})
+    g = np.asarray(sp.canonicalise(sp.sample(jax.random.PRNGKey(11), 96)))
+    layers, hw = TT.designs(sp, g)
+    y = np.asarray(jax.jit(TT.predict_logs)(truth, layers, hw), np.float64)
+    y[5] = np.nan                                            # a missing label is ignored, not fitted
+    tr, te = slice(0, 48), slice(48, 96)
+    take = lambda tree, s: jax.tree_util.tree_map(lambda a: a[s], tree)
+    names = ("ln_e_cim", "ln_e_glb_in", "ibuf_a0", "ln_e_row", TT.GLB_SCALE)
+    cfg = TT.TransferConfig(adam_steps=600, lr=0.05, min_cv=10 ** 9, noise_default=1e-5)   # one fit, noiseless labels
+    fitted, info = TT.fit_technology(src, take(layers, tr), take(hw, tr), y[tr], names=names, cfg=cfg)
+    assert info["n"] == 47 and info["names"] == list(names)
+    for k in ("ln_e_cim", "ln_e_glb_in", "ibuf_a0"):
+        assert float(fitted.coef[k]) - float(src.coef[k]) == pytest.approx(shift[k], abs=0.05), k
+    assert float(fitted.coef["ln_e_row"]) == pytest.approx(float(src.coef["ln_e_row"]), abs=0.05)
+    np.testing.assert_allclose(np.asarray(fitted.glb_ln_area) - np.asarray(src.glb_ln_area), 0.4, atol=0.05)
+    p = np.asarray(TT.predict_logs(fitted, take(layers, te), take(hw, te)))
+    ok = np.all(np.isfinite(y[te]), -1)
+    assert np.max(np.abs(p[ok] - y[te][ok])[:, [0, 2]]) < 0.02          # energy, area within 2 %
+    np.testing.assert_allclose(p[ok, 1], y[te][ok, 1], rtol=1e-5)
+    # the start keeps the new node's description only; calibrated fields cannot be smuggled in
+    desc = TT.node_description(load_technology("sram_7nm"))
+    start = TT.start_technology(src, desc)
+    assert start.node_nm == 7.0 and start.cell_type == "SRAM" and start.coef["ln_e_cim"] == src.coef["ln_e_cim"]
+    with pytest.raises(ValueError, match="not allowed"):
+        TT.start_technology(src, {**desc, "coef": {}})
