@@ -65,6 +65,7 @@ flags.DEFINE_bool("nn_transfer", True, "new_node: run the neural methods (offset
 flags.DEFINE_bool("tech_transfer", True, "new_node: run the physics transfer (re-fit the analytic model's technology "
                   "coefficients, from the source node's and from a generic start)")
 flags.DEFINE_integer("tt_steps", 1000, "new_node: Adam steps of each technology-coefficient fit")
+flags.DEFINE_integer("tt_lbfgs_steps", 200, "new_node: L-BFGS polishing steps of the chosen technology-coefficient fit")
 
 
 # The shipped sets, rebuilt in this order by --mode=ship (one command; the hardware model is
@@ -514,7 +515,7 @@ class _TechTransfer:
         desc = TT.node_description(load_technology(technology))
         self.start = TT.start_technology(load_technology(self.source_technology), desc)
         self.generic = TT.generic_technology(desc)
-        self.cfg = TT.TransferConfig(adam_steps=FLAGS.tt_steps, seed=FLAGS.seed)
+        self.cfg = TT.TransferConfig(adam_steps=FLAGS.tt_steps, lbfgs_steps=FLAGS.tt_lbfgs_steps, seed=FLAGS.seed)
         self.layers_test, self.hw_test = TT.designs(sp, g[test])
         self.description = {k: (list(v) if isinstance(v, tuple) else v) for k, v in desc.items()}
         self.fits = {}

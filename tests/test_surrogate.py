@@ -209,7 +209,7 @@ def test_tech_transfer_recovers_known_coefficients():
     tr, te = slice(0, 48), slice(48, 96)
     take = lambda tree, s: jax.tree_util.tree_map(lambda a: a[s], tree)
     names = ("ln_e_cim", "ln_e_glb_in", "ibuf_a0", "ln_e_row", TT.GLB_SCALE)
-    cfg = TT.TransferConfig(adam_steps=600, lr=0.05, min_cv=10 ** 9, noise_default=1e-5)   # one fit, noiseless labels
+    cfg = TT.TransferConfig(adam_steps=600, lr=0.05, lbfgs_steps=0, min_cv=10 ** 9, noise_default=1e-5)   # one fit, noiseless labels
     fitted, info = TT.fit_technology(src, take(layers, tr), take(hw, tr), y[tr], names=names, cfg=cfg)
     assert info["n"] == 47 and info["names"] == list(names)
     for k in ("ln_e_cim", "ln_e_glb_in", "ibuf_a0"):

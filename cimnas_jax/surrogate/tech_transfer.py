@@ -141,7 +141,7 @@ class TransferConfig:
 
     adam_steps: int = 1000
     lr: float = 0.05
-    lbfgs_steps: int = 0
+    lbfgs_steps: int = 200
     noise_grid: tuple = (1e-4, 1e-3, 1e-2, 1e-1)
     noise_default: float = 1e-2
     folds: int = 4
