@@ -41,7 +41,7 @@ COEFFICIENT_NAMES = (
 )
 
 # Optional coefficients: a file without them loads with the neutral default (term switched off), so
-# older files stay valid; they are not in COEFFICIENT_NAMES (surrogate.tech_transfer fits only those).
+# older files stay valid; they are not in COEFFICIENT_NAMES (surrogate.tech_transfer fits them too).
 OPTIONAL_COEFFICIENTS = {
     # row drivers' second (driver-sizing) term per input pulse: exp(ln_e_row2) V^row2_v_exp cols^row2_cols_exp
     "ln_e_row2": -80.0, "row2_v_exp": 0.0, "row2_cols_exp": 0.0,
