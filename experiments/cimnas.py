@@ -102,6 +102,10 @@ def main(argv):
     objective = Objective.single("edap_per_accuracy", cons)
 
     # ---------------------------------------------------------------- 1. search
+    ckpt = out / "checkpoints"
+    if not F.resume and ckpt.is_dir() and any(ckpt.iterdir()):
+        raise app.UsageError(f"--out_dir={out} already holds a search ({ckpt}); pass --resume to "
+                             "continue it, or choose a new --out_dir (or delete that folder)")
     print(f"[1/4] search: GA on {sp.name} ({sp.n_genes} genes), population {F.population}, "
           f"{F.generations} generations, objective EDAP/accuracy, hardware {F.hw_source}, "
           f"accuracy {F.accuracy_source}, area limit {F.area_limit_mm2:g} mm^2, "

@@ -83,6 +83,9 @@ def test_main_job_end_to_end(tmp_path):
     assert res["units"]["energy_j"] == "J" and len(res["history"]) == 4
     for f in ("report.md", "finalists.csv", "convergence.png", "finalists.png"):
         assert (out / f).stat().st_size > 0
+    # a second run into the same folder without --resume is refused, naming the flag
+    r1 = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r1.returncode != 0 and "pass --resume" in r1.stderr, r1.stderr[-2000:]
     # killed runs resume: rerunning with --resume continues from the checkpoint, not from scratch
     r2 = subprocess.run(cmd[:-1] + ["--generations=6", "--resume", f"--out_dir={out}"],
                         capture_output=True, text=True, timeout=600)
