@@ -68,7 +68,7 @@ class NSGA2(CategoricalEA):
         F, v = ops.sanitise(jnp.reshape(objectives, (x.shape[0], self.n_objectives)), violation)
         xh = self.design_key(x)
         archive = pareto.update_archive(state.archive, x, F, v, xh)
-        pool_x = jnp.concatenate([x, state.population])   # offspring first (see duplicate_mask)
+        pool_x = jnp.concatenate([x, state.population])   # offspring first: ties keep the offspring
         pool_F = jnp.concatenate([F, state.objectives])
         pool_v = jnp.concatenate([v, state.violation])
         pool_h = jnp.concatenate([xh, state.hashes])
