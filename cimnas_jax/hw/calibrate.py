@@ -8,7 +8,6 @@ on the held-out records, network totals (when the reference has networks) and la
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 import zlib
@@ -18,6 +17,7 @@ import numpy as np
 from absl import app, flags
 
 from cimnas_jax.fileio import atomic_write_json
+from cimnas_jax.hw.tech import ADC_PLUG_IN, INIT
 
 SHARED = Path(__file__).resolve().parents[3] / "shared"
 REFERENCE = {"rram_32nm": SHARED / "cimloop_reference", "sram_7nm": SHARED / "cimloop_reference_sram7nm"}
@@ -27,27 +27,7 @@ TECH_META = {
     "sram_7nm": {"node_nm": 7.0, "cell": {"type": "SRAM", "area_m2": 5.292e-14, "max_bits_per_cell": 1},
                  "cell_name": "sram_sinangil_jssc_2021", "absent_components": ["column_drivers"]},
 }
-# accelergy ADC plug-in ff0fb48 (adc_data/model.yaml) in model.adc_energy_area's parametrisation. Not
-# fitted: they reproduce both reference sets' ADC area to 1e-5 and energy per conversion to ~0.1 %
-# (docs/hardware_model.md), and the 7 nm SRAM records' adc_bits labels are unusable for fitting.
-ADC_PLUG_IN = {"adc_e0": -math.log(2.0) + 26.0496215686518 - 1.4702022133784405, "adc_lnf_shift": 0.0,
-               "adc_fom_icpt": 213.7806687348118, "adc_fom_slope": 2.8719030399529957,
-               "adc_fom_max": 128.3068287398817, "adc_a0": 1.3461916439910742, "adc_a_f": 0.18071538424508238,
-               "adc_a_e": 0.29912426192653485, "adc_a_b": 0.0, "adc_a_t": 0.9932794744745022}
-INIT = {
-    "ln_e_cim": -33.24, "cim_slice_a": 1 / 3, "cim_slice_b": 4 / 3, "cim_v_exp": 0.0,
-    "ln_e_row": -35.0, "row_cols_exp": 0.9, "row_pulse_exp": 1.0, "row_ib_exp": 0.0,
-    "ln_e_row2": -35.0, "row2_v_exp": -1.0, "row2_cols_exp": -0.5,
-    **ADC_PLUG_IN,
-    "ln_e_col": -48.0, "ln_e_ibuf": -40.0, "ibuf_ib_exp": 1.0, "ibuf_ct_exp": 0.5, "ibuf_size_exp": 0.3,
-    "ln_e_obuf": -35.0, "obuf_rt_exp": 1.0, "obuf_sl_exp": 1.0, "obuf_size_exp": 0.3, "ln_e_router_in": -30.0, "ln_e_router_out": -30.0,
-    "ln_e_glb_in": -26.6, "ln_e_glb_out": -26.2, "glb_e1": 0.44, "glb_e2": 0.01, "glb_fp_exp": 1.0,
-    "glb_fq_exp": 1.0, "glb_fp_exp_dw": 1.0, "glb_fq_exp_dw": 1.0, "glb_fp_exp_t": 1.0, "glb_fq_exp_t": 1.0, "glb_tm_exp": 0.0, "glb_psum": 1.0,
-    "ln_a_row": -26.25, "ln_a_col": -26.5, "col_cols_exp": 0.667, "col_sl_exp": 0.333, "ln_a_router": -17.8,
-    "ibuf_a0": -26.0, "ibuf_a1": 0.73, "ibuf_a2": 0.0, "ibuf_a3": 0.5,
-    "obuf_a0": -26.0, "obuf_a1": 0.73, "obuf_a2": 0.0, "obuf_a3": 0.5,
-    "ok_theta": 1.0,
-}
+# ADC_PLUG_IN (not fitted) and INIT (hand-set start values) live in cimnas_jax.hw.tech.
 E_INTERCEPT = {"cim_unit": ["ln_e_cim"], "row_drivers": ["ln_e_row", "ln_e_row2"], "column_drivers": ["ln_e_col"],
                "input_buffer": ["ln_e_ibuf"], "output_buffer": ["ln_e_obuf"],
                "router": ["ln_e_router_in", "ln_e_router_out"], "glb": ["ln_e_glb_in", "ln_e_glb_out"]}

@@ -79,24 +79,10 @@ def start_technology(source: Technology, description: dict) -> Technology:
 
 def generic_technology(description: dict, cell_area_overhead: float = 2.0) -> Technology:
     """A node-agnostic start for fitting *without* source knowledge ("from scratch" in the same
-    model family): the calibrator's hand-set pre-calibration values ``cimnas_jax.hw.calibrate.INIT``
+    model family): the calibrator's hand-set pre-calibration values ``cimnas_jax.hw.tech.INIT``
     (fitted to no node; the ADC terms are the plug-in constants every node shares), the new node's
     description, and a GLB area of ``bytes x 8 x cell area x cell_area_overhead`` (a bare bit-cell
-    array; the fitted GLB scale absorbs the rest).
-
-    INIT is read from calibrate.py's source (importing that module would register its absl flags)."""
-    import ast
-    import math
-    from pathlib import Path
-    src = (Path(__file__).resolve().parents[1] / "hw" / "calibrate.py").read_text()
-    env = {"math": math}
-    for node in ast.parse(src).body:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and \
-                getattr(node.targets[0], "id", None) in ("ADC_PLUG_IN", "INIT"):
-            env[node.targets[0].id] = eval(compile(ast.Expression(node.value), "calibrate.py", "eval"),
-                                           {"__builtins__": {}}, env)
-    if "INIT" not in env:
-        raise RuntimeError("generic_technology: cimnas_jax/hw/calibrate.py has no INIT table")
+    array; the fitted GLB scale absorbs the rest)."""
     kb = np.asarray([2.0 ** 19, 2.0 ** 25], np.float64)
     d = {"name": description.get("name", "generic"), "version": "generic-init", "node_nm": description["node_nm"],
          "cell": {"type": description["cell_type"], "area_m2": description["cell_area_m2"],
@@ -105,7 +91,7 @@ def generic_technology(description: dict, cell_area_overhead: float = 2.0) -> Te
          "absent_components": list(description.get("absent_components", ())),
          "glb_area_table": {"bytes": kb.tolist(),
                             "area_m2": (kb * 8 * description["cell_area_m2"] * cell_area_overhead).tolist()},
-         "coefficients": {k: float(v) for k, v in env["INIT"].items() if k in COEFFICIENT_NAMES}}
+         "coefficients": {k: float(v) for k, v in _tech.INIT.items() if k in COEFFICIENT_NAMES}}
     return _tech.technology_from_dict(d, "<generic start>")
 
 
