@@ -49,15 +49,22 @@ def pointwise(x, w):
     return jnp.einsum("bhwc,cm->bhwm", x, w)
 
 
-@functools.lru_cache(maxsize=None)
-def _shift_matrices(k: int, stride: int, H: int, W: int):
-    """Static 0/1 matrices S[i, j, out, in] of a k x k 'same' (pad k//2) conv on an H x W map,
-    restricted to the taps that touch the map (taps reading only padding are dropped).
-    Returns (S float32[kr, kc, Ho*Wo, H*W], rows kept, cols kept, Ho, Wo)."""
+def _live_taps(k: int, stride: int, H: int, W: int):
+    """Kernel rows/cols of a k x k 'same' (pad k//2) conv that touch an H x W map (the others
+    read only padding), and the output size (Ho, Wo)."""
     p = k // 2
     Ho, Wo = (H - 1) // stride + 1, (W - 1) // stride + 1
-    rows = [i for i in range(k) if i - p <= H - 1 and (Ho - 1) * stride + i - p >= 0]
-    cols = [j for j in range(k) if j - p <= W - 1 and (Wo - 1) * stride + j - p >= 0]
+    rows = tuple(i for i in range(k) if i - p <= H - 1 and (Ho - 1) * stride + i - p >= 0)
+    cols = tuple(j for j in range(k) if j - p <= W - 1 and (Wo - 1) * stride + j - p >= 0)
+    return rows, cols, Ho, Wo
+
+
+@functools.lru_cache(maxsize=None)
+def _shift_matrices(k: int, stride: int, H: int, W: int):
+    """Static 0/1 matrices S[a, b, out, in] of the live taps (``_live_taps``) of a k x k 'same'
+    conv on an H x W map: float32[len(rows), len(cols), Ho*Wo, H*W]."""
+    p = k // 2
+    rows, cols, Ho, Wo = _live_taps(k, stride, H, W)
     S = np.zeros((len(rows), len(cols), Ho * Wo, H * W), np.float32)
     for a, i in enumerate(rows):
         for b, j in enumerate(cols):
@@ -69,7 +76,7 @@ def _shift_matrices(k: int, stride: int, H: int, W: int):
                     ix = ox * stride + j - p
                     if 0 <= ix < W:
                         S[a, b, oy * Wo + ox, iy * W + ix] = 1.0
-    return S, tuple(rows), tuple(cols), Ho, Wo
+    return S
 
 
 def depthwise(x, w, stride: int):
@@ -82,8 +89,9 @@ def depthwise(x, w, stride: int):
     only padding skipped.  Both are exact; `feature_group_count` convs are slow on XLA:CPU."""
     k = w.shape[0]
     B, H, W, C = x.shape
-    S, rows, cols, Ho, Wo = _shift_matrices(k, stride, H, W)
+    rows, cols, Ho, Wo = _live_taps(k, stride, H, W)
     if H * W <= TOEPLITZ_MAX_HW:
+        S = _shift_matrices(k, stride, H, W)
         wk = w[np.asarray(rows)][:, np.asarray(cols)]
         T = jnp.einsum("ijc,ijoq->coq", wk, jnp.asarray(S))
         return jnp.einsum("bqc,coq->boc", x.reshape(B, H * W, C), T).reshape(B, Ho, Wo, C)
