@@ -188,7 +188,7 @@ def measure_accuracy(sp, genomes, rows) -> str:
     try:
         from cimnas_jax.data import load_dataset
         from cimnas_jax.nets.evaluate import evaluator_for
-        from cimnas_jax.nets.io import load_supernet
+        from cimnas_jax.nets.io import load_supernet, val_split_size
         from cimnas_jax.nets.train import finetune_subnet
     except ImportError as e:  # pragma: no cover - the supernet package is part of the project
         return f"not measured ({e})"
@@ -199,7 +199,7 @@ def measure_accuracy(sp, genomes, rows) -> str:
     from cimnas_jax.data import DatasetMissingError
     model, params, cfg, manifest = load_supernet(F.supernet_dir or None)
     try:
-        ds = load_dataset("fashion_mnist", F.data_dir, 5000, cfg.resolution)
+        ds = load_dataset("fashion_mnist", F.data_dir, val_split_size(manifest), cfg.resolution)
     except DatasetMissingError as e:
         print(f"  accuracy not measured: {e}", file=sys.stderr)
         return f"not measured ({e})"

@@ -26,7 +26,7 @@ from cimnas_jax.data import load_dataset  # noqa: E402
 from cimnas_jax.fileio import atomic_write_json  # noqa: E402
 from cimnas_jax.nets.arch import check_arch, largest_arch, smallest_arch  # noqa: E402
 from cimnas_jax.nets.evaluate import evaluator_for  # noqa: E402
-from cimnas_jax.nets.io import DEFAULT_SUPERNET_DIR, enable_compile_cache, load_supernet, save_supernet  # noqa: E402
+from cimnas_jax.nets.io import DEFAULT_SUPERNET_DIR, enable_compile_cache, load_supernet, save_supernet, val_split_size  # noqa: E402
 from cimnas_jax.nets.train import finetune_subnet  # noqa: E402
 
 F = flags.FLAGS
@@ -52,8 +52,8 @@ def main(argv):
     enable_compile_cache(F.jax_cache_dir)
     out = Path(F.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model, params, cfg, _ = load_supernet(F.supernet_dir)
-    ds = load_dataset(F.dataset, F.data_dir, 5000, cfg.resolution)
+    model, params, cfg, sn_manifest = load_supernet(F.supernet_dir)
+    ds = load_dataset(F.dataset, F.data_dir, val_split_size(sn_manifest), cfg.resolution)
     genome_hash = None
     if F.subnet == "largest":
         arch = largest_arch(8)

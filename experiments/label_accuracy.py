@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 from cimnas_jax.data import load_dataset  # noqa: E402
 from cimnas_jax.nets.evaluate import evaluator_for  # noqa: E402
 from cimnas_jax.fileio import atomic_write  # noqa: E402
-from cimnas_jax.nets.io import DEFAULT_SUPERNET_DIR, PARAMS_FILE, enable_compile_cache, load_supernet  # noqa: E402
+from cimnas_jax.nets.io import DEFAULT_SUPERNET_DIR, PARAMS_FILE, enable_compile_cache, load_supernet, val_split_size  # noqa: E402
 from cimnas_jax.space import get_space  # noqa: E402
 
 F = flags.FLAGS
@@ -71,7 +71,7 @@ def main(argv):
     out.mkdir(parents=True, exist_ok=True)
     model, params, cfg, sn_manifest = load_supernet(F.supernet_dir)
     sn_sha = hashlib.sha256((Path(F.supernet_dir) / PARAMS_FILE).read_bytes()).hexdigest()[:16]
-    ds = load_dataset(F.dataset, F.data_dir, 5000, cfg.resolution)
+    ds = load_dataset(F.dataset, F.data_dir, val_split_size(sn_manifest), cfg.resolution)
     settings = dict(space=F.space, supernet_sha256=sn_sha, supernet_config=cfg.to_dict(),
                     dataset=ds.name, split=F.split, n_images=F.n_images or len(ds.split(F.split)[0]),
                     n_calib=F.n_calib, calib_seed=1)

@@ -34,8 +34,9 @@ from cimnas_jax.nets.config import SupernetConfig  # noqa: E402
 from cimnas_jax.nets.evaluate import SubnetEvaluator  # noqa: E402
 from cimnas_jax.nets.io import enable_compile_cache, save_supernet  # noqa: E402
 from cimnas_jax.nets.supernet import Supernet, init_params  # noqa: E402
-from cimnas_jax.nets.train import (fixed_archs, init_state, make_optimizer,  # noqa: E402
-                                   make_train_step, sandwich_archs)
+from cimnas_jax.nets.train import (fixed_archs, init_state, lr_at, make_budget_optimizer,  # noqa: E402
+                                   make_optimizer, make_train_step, sandwich_archs,
+                                   set_learning_rate)
 
 F = flags.FLAGS
 flags.DEFINE_string("jax_cache_dir", "/tmp/cimnas_jax_cache", "persistent compilation cache ('' = off)")
@@ -66,6 +67,12 @@ flags.DEFINE_bool("final_val", True, "validate largest/smallest at the end (one 
 flags.DEFINE_integer("n_test_report", 10000, "test images for the export's reference subnets (0 = skip)")
 flags.DEFINE_integer("n_calib", 1024, "calibration images (BN re-estimation) for the export report")
 flags.DEFINE_float("max_minutes", 0.0, "stop (after checkpointing) after this many minutes; 0 = no limit")
+flags.DEFINE_float("time_budget_minutes", 0.0, "train for this many minutes of wall time instead of "
+                   "--full_epochs/--epochs: the learning-rate schedule and the phase switch follow the "
+                   "elapsed fraction of the budget (compiles included), so the run ends annealed on time; "
+                   "0 = epoch-based")
+flags.DEFINE_float("full_time_frac", 0.4, "with --time_budget_minutes: fraction of the budget spent "
+                   "in phase 1 (largest only); the rest is sandwich training")
 
 
 def _state_to_tree(state):
@@ -99,20 +106,30 @@ def main(argv):
                          in_channels=ds.image_shape[-1], num_classes=ds.num_classes,
                          stem_stride=F.stem_stride or None)
     spe = len(x_tr) // F.batch_size
-    n_full, n_sand = int(round(F.full_epochs * spe)), int(round(F.epochs * spe))
-    total = n_full + n_sand
+    budget_s = 60.0 * F.time_budget_minutes
+    if F.time_budget_minutes < 0 or not 0.0 <= F.full_time_frac <= 1.0:
+        raise ValueError(f"--time_budget_minutes must be >= 0 (got {F.time_budget_minutes}) and "
+                         f"--full_time_frac in [0, 1] (got {F.full_time_frac})")
+    if budget_s:
+        n_full, total = 0, 2**31 - 1  # phases and end set by the clock
+    else:
+        n_full, n_sand = int(round(F.full_epochs * spe)), int(round(F.epochs * spe))
+        total = n_full + n_sand
     if total <= 0:
         raise ValueError("--full_epochs + --epochs gives no training steps")
     model = Supernet(cfg)
-    tx = make_optimizer(total, F.lr, F.weight_decay)
+    tx = make_budget_optimizer(F.lr, F.weight_decay) if budget_s else make_optimizer(total, F.lr, F.weight_decay)
     state = init_state(init_params(cfg, F.seed), tx)
 
     mngr = ocp.CheckpointManager(str((out / "ckpt").resolve()),
                                  options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
     run_info = dict(cfg=cfg.to_dict(), batch_size=F.batch_size, full_epochs=F.full_epochs,
                     epochs=F.epochs, lr=F.lr, weight_decay=F.weight_decay, kd_weight=F.kd_weight,
-                    n_random=F.n_random, seed=F.seed, n_train=len(x_tr), dataset=ds.name,
+                    n_random=F.n_random, seed=F.seed, n_train=len(x_tr), n_val=F.n_val, dataset=ds.name,
                     init_from=F.init_from)
+    if budget_s:
+        run_info.update(time_budget_minutes=F.time_budget_minutes, full_time_frac=F.full_time_frac)
+        del run_info["full_epochs"], run_info["epochs"]
     info_path = out / "run.json"
     prev = json.loads(info_path.read_text()) if info_path.exists() else None
     elapsed_before = 0.0
@@ -152,8 +169,18 @@ def main(argv):
         mngr.save(step, args=ocp.args.StandardSave(_state_to_tree(state)), force=True)
         mngr.wait_until_finished()
 
-    print(f"config {cfg.to_json()}  steps/epoch {spe}  phase1 {n_full}  phase2 {n_sand}  "
-          f"train images {len(x_tr)}", flush=True)
+    if budget_s:
+        prev_full = int(prev.get("steps_full", 0)) if prev and mngr.latest_step() is not None else 0
+        print(f"config {cfg.to_json()}  steps/epoch {spe}  time budget {F.time_budget_minutes} min "
+              f"({F.full_time_frac:.0%} largest-only)  train images {len(x_tr)}", flush=True)
+    else:
+        print(f"config {cfg.to_json()}  steps/epoch {spe}  phase1 {n_full}  phase2 {n_sand}  "
+              f"train images {len(x_tr)}", flush=True)
+    t_loop = time.time()
+
+    def progress():  # fraction of the time budget used, earlier runs of this out_dir included
+        return (elapsed_before + time.time() - t_loop) / budget_s
+
     s = int(state.step)
     t_log, n_img_log, n_sub_log, last_val = time.time(), 0, 0, None
     stopped = False
@@ -162,7 +189,17 @@ def main(argv):
         for bi, (xb, yb) in enumerate(batches(x_tr, y_tr, F.batch_size, F.seed, epoch)):
             if bi < skip:
                 continue
-            archs = fixed_archs(largest_arch(8)) if s < n_full else sandwich_archs(F.seed, s, F.n_random)
+            if budget_s:
+                frac = progress()
+                if frac >= 1.0:
+                    total = s
+                    break
+                full = frac < F.full_time_frac
+                n_full = s + 1 if full else max(n_full, prev_full)
+                state = set_learning_rate(state, lr_at(frac, F.lr))
+            else:
+                full = s < n_full
+            archs = fixed_archs(largest_arch(8)) if full else sandwich_archs(F.seed, s, F.n_random)
             state, m = step_fn(state, jnp.asarray(preprocess(xb, F.resolution)), jnp.asarray(yb),
                                to_device(archs))
             s += 1
@@ -171,7 +208,8 @@ def main(argv):
             if s % F.log_every == 0 or s == total:
                 loss = float(m["loss"])
                 dt = time.time() - t_log
-                print(f"step {s}/{total} ep {s / spe:.2f} {'full' if s <= n_full else 'sandwich'} "
+                print(f"step {s}/{'?' if budget_s else total} ep {s / spe:.2f} "
+                      f"{'full' if s <= n_full else 'sandwich'} "
                       f"loss {loss:.4f} acc {np.round(np.asarray(m['acc']), 3).tolist()} "
                       f"{n_img_log / dt:.1f} img/s ({n_sub_log / dt:.1f} subnet-img/s)", flush=True)
                 t_log, n_img_log, n_sub_log = time.time(), 0, 0
@@ -181,16 +219,16 @@ def main(argv):
                 t_log, n_img_log, n_sub_log = time.time(), 0, 0
             if s % F.ckpt_every == 0:
                 save(s)
-                write_info(step=s, total_steps=total, last_val=last_val)
+                write_info(step=s, total_steps=total, last_val=last_val, steps_full=n_full)
             if F.max_minutes and time.time() - t_start > 60 * F.max_minutes:
                 stopped = True
                 break
             if s >= total:
                 break
-        if stopped:
+        if stopped or (budget_s and s >= total):
             break
     save(s)
-    write_info(step=s, total_steps=total, last_val=last_val)
+    write_info(step=s, total_steps=total, last_val=last_val, steps_full=n_full)
     if s < total:
         print(f"stopped at step {s}/{total} (--max_minutes); rerun the same command to continue")
         return
@@ -198,12 +236,14 @@ def main(argv):
         last_val = validate(state.params)
         print(f"final val ({F.n_val_eval} img): {last_val}", flush=True)
     train_seconds = elapsed_before + time.time() - t_start
-    write_info(step=s, total_steps=total, last_val=last_val, done=True)
+    write_info(step=s, total_steps=total, last_val=last_val, steps_full=n_full, done=True)
     if F.export_dir:
         cmd = "python " + " ".join(sys.argv)
-        manifest = dict(command=cmd, run=run_info, steps=s, train_seconds=round(train_seconds, 1),
+        manifest = dict(command=cmd, run=run_info, steps=s, steps_largest_only=n_full,
+                        epochs_largest_only=round(n_full / spe, 2), epochs_sandwich=round((s - n_full) / spe, 2),
+                        train_seconds=round(train_seconds, 1),
                         final_val=last_val, n_val_eval=F.n_val_eval, jax=jax.__version__,
-                        machine=f"{os.cpu_count()}-core CPU ({jax.default_backend()})")
+                        machine=f"{os.cpu_count()}-core host, {jax.default_backend()}: {jax.devices()[0].device_kind}")
         save_supernet(F.export_dir, state.params, cfg, manifest)
         print(f"exported to {F.export_dir}", flush=True)
         if F.n_test_report:

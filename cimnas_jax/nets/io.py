@@ -51,6 +51,12 @@ def load_supernet(path=None):
     return Supernet(cfg), params, cfg, manifest
 
 
+def val_split_size(manifest: dict) -> int:
+    """Validation images the supernet's training split off the training set (the labels and
+    fine-tuning must use the same split); 5 000 for manifests that predate the field."""
+    return int(manifest.get("run", {}).get("n_val", 5000))
+
+
 def enable_compile_cache(path: str | None) -> None:
     """Persistent XLA compilation cache: the supernet graphs take minutes to compile on a busy
     2-core CPU; scripts that evaluate with the same shapes then reuse each other's executables."""

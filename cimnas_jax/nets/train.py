@@ -38,6 +38,31 @@ def make_optimizer(total_steps: int, peak_lr: float = 3e-3, weight_decay: float 
     return optax.chain(optax.clip_by_global_norm(5.0), optax.adamw(sched, weight_decay=weight_decay))
 
 
+def lr_at(frac: float, peak_lr: float, warmup_frac: float = 0.05) -> float:
+    """make_optimizer's warm-up/cosine learning rate as a function of progress in [0, 1]
+    (for time-budgeted training, where the number of steps is not known up front)."""
+    frac = min(max(float(frac), 0.0), 1.0)
+    lo, end = peak_lr / 25.0, peak_lr * 1e-3
+    if frac < warmup_frac:
+        return lo + (peak_lr - lo) * frac / warmup_frac
+    t = (frac - warmup_frac) / max(1e-9, 1.0 - warmup_frac)
+    return end + (peak_lr - end) * 0.5 * (1.0 + np.cos(np.pi * t))
+
+
+def make_budget_optimizer(peak_lr: float = 3e-3, weight_decay: float = 5e-5) -> optax.GradientTransformation:
+    """make_optimizer with the learning rate held in the optimizer state (optax.inject_hyperparams),
+    set by the host each step with set_learning_rate: one compiled step serves any schedule."""
+    return optax.chain(optax.clip_by_global_norm(5.0),
+                       optax.inject_hyperparams(optax.adamw)(learning_rate=peak_lr, weight_decay=weight_decay))
+
+
+def set_learning_rate(state: "TrainState", lr: float) -> "TrainState":
+    """state with the learning rate of a make_budget_optimizer state replaced."""
+    clip, inj = state.opt_state
+    hp = dict(inj.hyperparams, learning_rate=jnp.asarray(lr, jnp.float32))
+    return state.replace(opt_state=(clip, inj._replace(hyperparams=hp)))
+
+
 def init_state(params, tx: optax.GradientTransformation) -> TrainState:
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
@@ -108,5 +133,5 @@ def finetune_subnet(model, params, ds, arch, steps: int, batch_size: int = 128, 
     return state.params
 
 
-__all__ = ["TrainState", "make_optimizer", "init_state", "sandwich_archs", "make_train_step",
-           "fixed_archs", "to_device", "finetune_subnet"]
+__all__ = ["TrainState", "make_optimizer", "make_budget_optimizer", "set_learning_rate", "lr_at",
+           "init_state", "sandwich_archs", "make_train_step", "fixed_archs", "to_device", "finetune_subnet"]
