@@ -109,10 +109,10 @@ def test_bits_change_the_function(ev):
 def test_shipped_supernet_accuracy(ev):
     big = ev.accuracy(largest_arch(8))["accuracy"]
     small = ev.accuracy(smallest_arch(4))["accuracy"]
-    # 500 test images; the full-test figures (largest 8 bit 0.850, smallest 4 bit 0.733) are in
-    # surrogates/supernet_fmnist/MANIFEST.json
-    assert big >= 0.80, big
-    assert small < big - 0.05, (small, big)
+    # 500 test images, BN on 256: 0.920 / 0.900 here; the full-test figures (largest 8 bit 0.9153,
+    # smallest 4 bit 0.8922, BN on 2 048 images) are in surrogates/supernet_fmnist/MANIFEST.json
+    assert big >= 0.90, big
+    assert small <= big - 0.01, (small, big)
 
 
 @pytest.mark.skipif(os.environ.get("CIMNAS_SLOW_TESTS") != "1",
@@ -135,3 +135,27 @@ def test_train_step_reduces_loss():
         state, m = step(state, jnp.asarray(x), jnp.asarray(y), to_device(sandwich_archs(0, s)))
         losses.append(float(m["loss"]))
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+
+
+def test_time_budget_schedule_matches_step_schedule():
+    """lr_at(progress) is make_optimizer's warm-up/cosine curve, and set_learning_rate really
+    sets the step size of the injected-hyperparameter AdamW (lr 0 leaves params unchanged)."""
+    import optax
+    from cimnas_jax.nets.train import init_state, lr_at, make_budget_optimizer, set_learning_rate
+
+    total, peak = 1000, 1e-2
+    sched = optax.warmup_cosine_decay_schedule(peak / 25.0, peak, int(0.05 * total), total, peak * 1e-3)
+    for s in (0, 10, 50, 51, 300, 700, 999, 1000):
+        assert lr_at(s / total, peak) == pytest.approx(float(sched(s)), rel=1e-4, abs=1e-9), s
+    assert lr_at(-1.0, peak) == pytest.approx(peak / 25.0) and lr_at(2.0, peak) == pytest.approx(peak * 1e-3)
+
+    tx = make_budget_optimizer(peak, 0.0)
+    params = {"w": jnp.ones(3)}
+    grads = {"w": jnp.array([1.0, -2.0, 0.5])}
+    moved = {}
+    for lr in (0.0, 1e-3, 1e-2):
+        st = set_learning_rate(init_state(params, tx), lr)
+        upd, _ = tx.update(grads, st.opt_state, st.params)
+        moved[lr] = float(jnp.max(jnp.abs(upd["w"])))
+    assert moved[0.0] == 0.0
+    assert moved[1e-2] == pytest.approx(10 * moved[1e-3], rel=1e-5)  # Adam's first step is lr * sign
