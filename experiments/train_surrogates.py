@@ -45,8 +45,9 @@ flags.DEFINE_enum("variant", "compare", ["mlp", "physics", "compare"],
                   "hardware model: plain MLP, physics-informed correction on the analytic model, or both (keep the winner)")
 flags.DEFINE_integer("members", 4, "ensemble members")
 flags.DEFINE_string("hidden", "256,256", "hardware MLP hidden widths")
-flags.DEFINE_enum("acc_features", "arch", ["arch", "full"], "accuracy inputs: network/bit genes + "
-                  "architecture aggregates (arch), or every gene + hardware numerics (full)")
+flags.DEFINE_enum("acc_features", "arch_onehot", ["arch", "arch_onehot", "full"], "accuracy inputs: ordinal network/bit "
+                  "genes + architecture aggregates (arch; few labels), the same genes one-hot + aggregates "
+                  "(arch_onehot; thousands of labels), or every gene + hardware numerics (full)")
 flags.DEFINE_string("acc_hidden", "64", "accuracy MLP hidden widths (small: a few hundred labels; 0 = linear)")
 flags.DEFINE_integer("epochs", 60, "maximum epochs (hardware)")
 flags.DEFINE_integer("acc_epochs", 400, "maximum epochs (accuracy)")

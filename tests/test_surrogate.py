@@ -165,9 +165,11 @@ def test_accuracy_label_files_parsed_and_checked(tmp_path):
         read_accuracy_labels(sp, [str(tmp_path)])
 
 
-def test_accuracy_arch_features_ignore_hardware_and_round_trip(tmp_path):
-    """An accuracy ensemble on architecture features: learns a known law of the network genes,
-    is blind to hardware genes, and keeps its feature kind through save/load."""
+@pytest.mark.parametrize("features", ["arch", "arch_onehot"])
+def test_accuracy_arch_features_ignore_hardware_and_round_trip(tmp_path, features):
+    """An accuracy ensemble on architecture features (ordinal or one-hot genes): learns a known
+    law of the network genes, is blind to hardware genes, and keeps its feature kind through
+    save/load."""
     from cimnas_jax.surrogate import ACC_TARGETS
     sp = get_space(SPACE)
     g = np.asarray(sp.canonicalise(sp.sample(jax.random.PRNGKey(3), 700)))
@@ -177,8 +179,8 @@ def test_accuracy_arch_features_ignore_hardware_and_round_trip(tmp_path):
     cfg = TrainConfig(hidden=(), members=2, lr=1e-2, batch=32, max_epochs=60, patience=20, weight_decay=1e-4)
     D = lambda s: {"genomes": g[s], "y": y[s]}
     ens, _ = fit_ensemble(sp, D(slice(0, 500)), D(slice(500, 600)), cfg, targets=ACC_TARGETS,
-                          log=lambda *_: None, features="arch")
-    assert ens.features == "arch"
+                          log=lambda *_: None, features=features)
+    assert ens.features == features
     sset = SurrogateSet(hw=None, acc=ens, space_name=sp.name)
     out = np.asarray(predict(sset, jnp.asarray(g[600:]))["accuracy"])
     assert fidelity(y[600:, 0], out, log_space=False)["kendall_tau"] > 0.8
@@ -187,7 +189,7 @@ def test_accuracy_arch_features_ignore_hardware_and_round_trip(tmp_path):
     np.testing.assert_allclose(np.asarray(predict(sset, jnp.asarray(g2))["accuracy"]), out, rtol=1e-6)
     save_set(tmp_path / "s", sset, sp, {"note": "test"})
     back = load_set(tmp_path / "s", sp)
-    assert back.acc.features == "arch"
+    assert back.acc.features == features
     np.testing.assert_allclose(np.asarray(predict(back, jnp.asarray(g[600:]))["accuracy"]), out, rtol=1e-6)
 
 

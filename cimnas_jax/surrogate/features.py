@@ -46,6 +46,18 @@ def onehot(space, genomes: jax.Array, dtype=jnp.float32) -> jax.Array:
     return hit.astype(dtype)
 
 
+@functools.lru_cache(maxsize=None)
+def _arch_columns(space):
+    gene, _ = _columns(space)
+    hw = np.array([gr.group.startswith("hardware") for gr in space.genes])
+    return np.flatnonzero(~hw[gene]).astype(np.int32)
+
+
+def arch_onehot(space, genomes: jax.Array, dtype=jnp.float32) -> jax.Array:
+    """``onehot`` restricted to the network and bit genes (no hardware genes): ``[P, C_arch]``."""
+    return onehot(space, genomes, dtype)[:, _arch_columns(space)]
+
+
 def _log2(x):
     return jnp.log2(jnp.maximum(x, 1e-30))
 

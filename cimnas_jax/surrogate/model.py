@@ -63,7 +63,7 @@ class Ensemble:
     targets: tuple = flax.struct.field(pytree_node=False, default=HW_TARGETS)
     with_valid: bool = flax.struct.field(pytree_node=False, default=False)
     base_technology: str | None = flax.struct.field(pytree_node=False, default=None)
-    features: str = flax.struct.field(pytree_node=False, default="full")   # "full" | "arch"
+    features: str = flax.struct.field(pytree_node=False, default="full")   # "full" | "arch" | "arch_onehot"
 
     @property
     def module(self) -> MLP:
@@ -94,14 +94,15 @@ def physics_base(space, genomes, technology: str) -> tuple[jax.Array, jax.Array]
 
 def inputs(space, genomes, ens: Ensemble, base=None) -> jax.Array:
     """Model input ``[P, C + F (+3)]`` for one ensemble (numeric part standardised)."""
-    arch = ens.features == "arch"
+    arch = ens.features in ("arch", "arch_onehot")
     num = F.arch_numeric(space, genomes) if arch else F.numeric(space, genomes)
     if ens.base_technology is not None:
         num = jnp.concatenate([num, base], -1)
     num = (num - ens.x_mean) / ens.x_std
-    if arch:   # architecture features alone (no one-hot: see features.arch_numeric)
+    if ens.features == "arch":   # ordinal architecture features alone (see features.arch_numeric)
         return num
-    return jnp.concatenate([F.onehot(space, genomes), num], -1)
+    oh = F.arch_onehot(space, genomes) if arch else F.onehot(space, genomes)
+    return jnp.concatenate([oh, num], -1)
 
 
 def apply_members(ens: Ensemble, x):

@@ -42,16 +42,21 @@ class TrainConfig:
     select: str = "nll"          # early-stopping criterion on validation: "nll" or "mse" (of the mean)
 
 
+FEATURE_SETS = ("full", "arch", "arch_onehot")
+
+
 def featurise(space, genomes, base_technology=None, chunk: int = 8192, features: str = "full"):
     """Host arrays: one-hot bool [N, C], numeric float32 [N, F(+3)], base logs [N, 3] or None.
 
-    features: "full" (all genes + hardware/workload numerics) or "arch" (network and bit genes
-    + architecture numerics only; for accuracy)."""
-    if features not in ("full", "arch"):
-        raise ValueError(f"features must be 'full' or 'arch', got {features!r}")
-    arch = features == "arch"
+    features: "full" (all genes + hardware/workload numerics), "arch" (ordinal network and bit
+    gene values + architecture numerics; for accuracy from few labels) or "arch_onehot" (one-hot
+    network and bit genes + architecture numerics; for accuracy from thousands of labels)."""
+    if features not in FEATURE_SETS:
+        raise ValueError(f"features must be one of {FEATURE_SETS}, got {features!r}")
+    arch = features != "full"
     g = np.asarray(genomes, np.int32)
-    f_oh = jax.jit(lambda x: (jnp.zeros((x.shape[0], 0), jnp.bool_) if arch
+    f_oh = jax.jit(lambda x: (jnp.zeros((x.shape[0], 0), jnp.bool_) if features == "arch"
+                              else F.arch_onehot(space, x, jnp.bool_) if arch
                               else F.onehot(space, x, jnp.bool_)))
     f_num = jax.jit(lambda x: F.arch_numeric(space, x) if arch else F.numeric(space, x))
     f_base = jax.jit(lambda x: physics_base(space, x, base_technology)[0]) if base_technology else None
