@@ -1,6 +1,6 @@
 """Label sampled designs with real accuracy from the trained supernet (resumable).
 
-Samples --n genomes with sp.sample(PRNGKey(--seed), n), evaluates each subnet at its bits
+Samples --n genomes (--sampler: sp.sample or sp.sample_mixed, PRNGKey(--seed)), evaluates each subnet at its bits
 (BN statistics re-estimated per subnet on --n_calib training images) on --split, and writes
 one JSONL part file per --chunk records into --out_dir (tmp file + os.replace, so a kill
 loses at most the chunk in flight) plus manifest.json.  Rerunning skips designs whose
@@ -40,7 +40,10 @@ flags.DEFINE_string("dataset", "fashion_mnist", "fashion_mnist | npz | folder")
 flags.DEFINE_string("data_dir", None, "IDX folder, .npz file or image folder")
 flags.DEFINE_string("out_dir", "/tmp/cimnas_acc_labels", "dataset folder: part-*.jsonl + manifest.json")
 flags.DEFINE_integer("n", 200, "designs to sample")
-flags.DEFINE_integer("seed", 0, "sp.sample seed")
+flags.DEFINE_integer("seed", 0, "sampling seed")
+flags.DEFINE_enum("sampler", "uniform", ["uniform", "mixed"], "uniform: sp.sample (every gene "
+                  "uniform); mixed: sp.sample_mixed (per-design Dirichlet over each gene kind, reaching "
+                  "corners such as all-4-bit activations, where search finalists sit)")
 flags.DEFINE_enum("split", "val", ["val", "test", "train"], "split the accuracy is measured on")
 flags.DEFINE_integer("n_images", 2000, "images of the split (0 = all)")
 flags.DEFINE_integer("n_calib", 1024, "training images for per-subnet BN re-estimation")
@@ -84,7 +87,8 @@ def main(argv):
     done = {r["hash"] for r in read_labels(out)}
 
     sp = get_space(F.space)
-    genomes = np.asarray(sp.sample(jax.random.PRNGKey(F.seed), F.n))
+    sample = sp.sample if F.sampler == "uniform" else sp.sample_mixed
+    genomes = np.asarray(sample(jax.random.PRNGKey(F.seed), F.n))
     hashes = sp.hash_hex(genomes)
     canon = np.asarray(sp.canonicalise(genomes))
     archs = {k: np.asarray(v) for k, v in sp.architecture(genomes).items()}
@@ -103,7 +107,8 @@ def main(argv):
         buf.append(dict(hash=hashes[i], arch_key=arch_key(a), genome=canon[i].tolist(),
                         accuracy=r["accuracy"], loss=round(r["loss"], 5), split=F.split,
                         n_images=r["n_images"], n_calib=ev.n_calib, seconds=round(r["seconds"], 3),
-                        sample_seed=F.seed, sample_index=int(i), supernet_sha256=sn_sha))
+                        sampler=F.sampler, sample_seed=F.seed, sample_index=int(i),
+                        supernet_sha256=sn_sha))
         n_done += 1
         if len(buf) == F.chunk or j == len(todo) - 1:
             atomic_write(out / f"part-{time.time_ns():020d}.jsonl",

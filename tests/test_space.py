@@ -162,3 +162,20 @@ def test_functions_jit_and_vmap(name):
     np.testing.assert_array_equal(a[0], b[0][:, 0])
     np.testing.assert_array_equal(a[1], b[1][:, 0])
     np.testing.assert_allclose(a[2], b[2][:, 0])
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_sample_mixed_in_range_deterministic_and_reaches_corners(name):
+    """sample_mixed stays in range, is a pure function of the key, and (unlike uniform
+    sampling) often gives a design whose genes of one kind all share a choice."""
+    sp = get_space(name)
+    g = np.asarray(sp.sample_mixed(jax.random.PRNGKey(0), 2000))
+    assert g.shape == (2000, sp.n_genes) and g.min() >= 0 and (g < np.asarray(sp.n_choices)).all()
+    np.testing.assert_array_equal(g, np.asarray(sp.sample_mixed(jax.random.PRNGKey(0), 2000)))
+    u = np.asarray(sp.sample(jax.random.PRNGKey(0), 2000))
+    # the biggest kind of genes (e.g. 21 activation-bit genes): how often all take one value
+    names = [x.name.rsplit("_", 1)[0] for x in sp.genes]
+    kind = max(set(names), key=names.count)
+    idx = [i for i, x in enumerate(names) if x == kind]
+    same = lambda a: np.mean(np.all(a[:, idx] == a[:, idx[:1]], axis=1))
+    assert same(g) > 0.02 and same(u) < 1e-3, (kind, same(g), same(u))
