@@ -141,7 +141,7 @@ def main(argv):
         tree = mngr.restore(mngr.latest_step(), args=ocp.args.StandardRestore(abstract))
         state = state.replace(step=tree["step"], params=tree["params"], opt_state=tree["opt_state"])
         elapsed_before = float(prev.get("train_seconds", 0.0)) if prev else 0.0
-        print(f"resumed from step {int(state.step)} of {total}", flush=True)
+        print(f"resumed from step {int(state.step)} of {'the time budget' if budget_s else total}", flush=True)
     elif F.init_from:
         state = state.replace(params=_load_init(F.init_from, state, tx))
         print(f"initialised params from {F.init_from}", flush=True)
@@ -170,7 +170,8 @@ def main(argv):
         mngr.wait_until_finished()
 
     if budget_s:
-        prev_full = int(prev.get("steps_full", 0)) if prev and mngr.latest_step() is not None else 0
+        if prev and mngr.latest_step() is not None:
+            n_full = int(prev.get("steps_full", 0))   # phase-1 steps of the runs resumed from
         print(f"config {cfg.to_json()}  steps/epoch {spe}  time budget {F.time_budget_minutes} min "
               f"({F.full_time_frac:.0%} largest-only)  train images {len(x_tr)}", flush=True)
     else:
@@ -195,7 +196,8 @@ def main(argv):
                     total = s
                     break
                 full = frac < F.full_time_frac
-                n_full = s + 1 if full else max(n_full, prev_full)
+                if full:
+                    n_full = s + 1
                 state = set_learning_rate(state, lr_at(frac, F.lr))
             else:
                 full = s < n_full

@@ -40,7 +40,9 @@ def make_optimizer(total_steps: int, peak_lr: float = 3e-3, weight_decay: float 
 
 def lr_at(frac: float, peak_lr: float, warmup_frac: float = 0.05) -> float:
     """make_optimizer's warm-up/cosine learning rate as a function of progress in [0, 1]
-    (for time-budgeted training, where the number of steps is not known up front)."""
+    (for time-budgeted training, where the number of steps is not known up front). Host numpy
+    on purpose: evaluating the optax schedule would put device work, and a sync with the
+    training steps in flight, into every step; tests pin it to the optax schedule."""
     frac = min(max(float(frac), 0.0), 1.0)
     lo, end = peak_lr / 25.0, peak_lr * 1e-3
     if frac < warmup_frac:
