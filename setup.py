@@ -5,7 +5,7 @@ setup(
     version="0.1.0",
     description="Joint neural-architecture, quantization and compute-in-memory accelerator search in JAX",
     packages=find_packages(include=["cimnas_jax", "cimnas_jax.*"]),
-    package_data={"cimnas_jax": ["hw/tech/*.json"]},
+    package_data={"cimnas_jax": ["hw/tech/*.json", "assets/**/*"]},
     python_requires=">=3.10",
     install_requires=[
         "jax>=0.10,<0.12", "flax>=0.12,<0.13", "optax>=0.2.8,<0.3", "orbax-checkpoint>=0.11",

@@ -7,7 +7,7 @@ Orbax checkpoints in --out_dir/ckpt every --ckpt_every steps and when --max_minu
 rerunning the same command continues where it stopped (same batches, same subnets).
 
   nice python experiments/train_supernet.py --out_dir=/tmp/supernet \
-      --export_dir=surrogates/supernet_fmnist
+      --export_dir=cimnas_jax/assets/supernet_fmnist
 """
 
 from __future__ import annotations

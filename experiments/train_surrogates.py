@@ -5,14 +5,14 @@ batched and jitted) or from a labelling-pipeline folder (``--labels_dir``, desig
 accuracy labels from the supernet's JSONL files (``--accuracy_labels``). Splits are by
 canonical design hash (80/10/10 train/val/test), so one design never sits in two splits.
 
-  # ship mbv2_rram (writes surrogates/mbv2_rram/rram_32nm/)
+  # ship mbv2_rram (writes cimnas_jax/assets/mbv2_rram/rram_32nm/)
   python experiments/train_surrogates.py --space=mbv2_rram --accuracy_labels=runs/acc/labels.jsonl
   # ship resnet50_sram7nm (hardware only)
   python experiments/train_surrogates.py --space=resnet50_sram7nm
   # new technology node: transfer the 32 nm RRAM set with 10..300 labels at 7 nm SRAM (physics
   # transfer: re-fit the analytic model's technology coefficients; neural: fine-tunes / ridge heads)
   python experiments/train_surrogates.py --mode=new_node --space=mbv2_rram --technology=sram_7nm \
-      --source=surrogates/mbv2_rram/rram_32nm --out=surrogates/mbv2_rram/new_node_sram_7nm --nn_transfer=false
+      --source=cimnas_jax/assets/mbv2_rram/rram_32nm --out=cimnas_jax/assets/mbv2_rram/new_node_sram_7nm --nn_transfer=false
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ flags.DEFINE_enum("mode", "train", ["train", "new_node", "ship"],
                   "train a set, run the new-node fine-tuning study, or rebuild every shipped set (SHIPPED) in turn")
 flags.DEFINE_string("space", "mbv2_rram", "search space name (cimnas_jax.space registry)")
 flags.DEFINE_string("technology", None, "technology of the hardware labels (default: the space's)")
-flags.DEFINE_string("out", None, "output directory (default surrogates/<space>/<technology>)")
+flags.DEFINE_string("out", None, "output directory (default cimnas_jax/assets/<space>/<technology>)")
 flags.DEFINE_integer("n_labels", 60000, "designs to sample and label with the analytic model")
 flags.DEFINE_integer("label_seed", 0, "sampling seed of the hardware labels")
 flags.DEFINE_string("labels_dir", None, "labelling-pipeline folder (designs.jsonl) to use instead of in-process labels")
@@ -77,14 +77,14 @@ SHIPPED = (
     ["--space=resnet50_sram7nm", "--n_labels=100000", "--epochs=40", "--members=4", "--hidden=256,256",
      "--max_minutes=10", "--variant=compare"],
     ["--space=mbv2_rram", "--n_labels=60000", "--epochs=30", "--members=4", "--hidden=256,256",
-     "--max_minutes=9", "--variant=mlp", "--out=surrogates/mbv2_rram/rram_32nm_mlp"],
+     "--max_minutes=9", "--variant=mlp", "--out=cimnas_jax/assets/mbv2_rram/rram_32nm_mlp"],
     # new node, neural transfer of the plain-MLP set (fine-tunes, ridge heads, scratch nets)
-    ["--mode=new_node", "--space=mbv2_rram", "--technology=sram_7nm", "--source=surrogates/mbv2_rram/rram_32nm_mlp",
-     "--out=surrogates/mbv2_rram/new_node_sram_7nm_from_mlp", "--counts=10,30,100,300", "--tech_transfer=false"],
+    ["--mode=new_node", "--space=mbv2_rram", "--technology=sram_7nm", "--source=cimnas_jax/assets/mbv2_rram/rram_32nm_mlp",
+     "--out=cimnas_jax/assets/mbv2_rram/new_node_sram_7nm_from_mlp", "--counts=10,30,100,300", "--tech_transfer=false"],
     # new node, physics transfer of the physics-informed set: re-fit its analytic prior's technology
     # coefficients (same labels and test designs as above: same seeds)
-    ["--mode=new_node", "--space=mbv2_rram", "--technology=sram_7nm", "--source=surrogates/mbv2_rram/rram_32nm",
-     "--out=surrogates/mbv2_rram/new_node_sram_7nm", "--counts=10,30,100,300", "--nn_transfer=false"],
+    ["--mode=new_node", "--space=mbv2_rram", "--technology=sram_7nm", "--source=cimnas_jax/assets/mbv2_rram/rram_32nm",
+     "--out=cimnas_jax/assets/mbv2_rram/new_node_sram_7nm", "--counts=10,30,100,300", "--nn_transfer=false"],
 )
 
 
@@ -627,7 +627,8 @@ def main(argv):
     if technology not in technology_names() and not Path(technology).exists():
         raise app.UsageError(f"--technology={technology!r}: allowed {technology_names()} or a JSON path")
     root = Path(__file__).resolve().parents[1]
-    out_dir = Path(FLAGS.out) if FLAGS.out else root / "surrogates" / sp.name / technology
+    from cimnas_jax.surrogate.io import default_set_path
+    out_dir = Path(FLAGS.out) if FLAGS.out else default_set_path(sp, technology)
     (train_mode if FLAGS.mode == "train" else new_node_mode)(sp, root, out_dir, technology)
 
 

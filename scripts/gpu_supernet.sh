@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Train the Fashion-MNIST supernet on one GPU within a fixed time budget, export it, label
 # random subnets' accuracy with it, and time the search / surrogate on the GPU.  This is how the
-# shipped surrogates/supernet_fmnist was made (see its MANIFEST.md for the numbers).
+# shipped cimnas_jax/assets/supernet_fmnist was made (see its MANIFEST.md for the numbers).
 #
 #   bash scripts/gpu_supernet.sh OUT_DIR [DATA_DIR]
 #

@@ -105,12 +105,12 @@ def test_bits_change_the_function(ev):
     assert ev.n_traces == 1
 
 
-@pytest.mark.skipif(not SHIPPED, reason="shipped surrogates/supernet_fmnist or Fashion-MNIST absent")
+@pytest.mark.skipif(not SHIPPED, reason="shipped cimnas_jax/assets/supernet_fmnist or Fashion-MNIST absent")
 def test_shipped_supernet_accuracy(ev):
     big = ev.accuracy(largest_arch(8))["accuracy"]
     small = ev.accuracy(smallest_arch(4))["accuracy"]
     # 500 test images, BN on 256: 0.920 / 0.900 here; the full-test figures (largest 8 bit 0.9153,
-    # smallest 4 bit 0.8922, BN on 2 048 images) are in surrogates/supernet_fmnist/MANIFEST.json
+    # smallest 4 bit 0.8922, BN on 2 048 images) are in cimnas_jax/assets/supernet_fmnist/MANIFEST.json
     assert big >= 0.90, big
     assert small <= big - 0.01, (small, big)
 

@@ -135,7 +135,8 @@ def test_fidelity_metrics_behave():
 
 
 def test_shipped_set_loads_and_predicts():
-    root = Path(__file__).resolve().parents[1] / "surrogates"
+    from cimnas_jax.assets import assets_root
+    root = assets_root()
     for name, rel in (("mbv2_rram", "mbv2_rram/rram_32nm"), ("resnet50_sram7nm", "resnet50_sram7nm/sram_7nm")):
         if not (root / rel / "manifest.json").exists():
             pytest.skip(f"shipped set {rel} not trained yet (experiments/train_surrogates.py)")

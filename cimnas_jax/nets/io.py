@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from cimnas_jax.assets import asset_path
 from cimnas_jax.fileio import atomic_write
 import flax.serialization
 import jax
@@ -17,7 +18,7 @@ from cimnas_jax.nets.supernet import Supernet, param_shapes
 
 PARAMS_FILE = "params.msgpack"
 MANIFEST_FILE = "MANIFEST.json"
-DEFAULT_SUPERNET_DIR = Path(__file__).resolve().parents[2] / "surrogates" / "supernet_fmnist"
+DEFAULT_SUPERNET_DIR = asset_path("supernet_fmnist")
 
 
 def save_supernet(out_dir, params, cfg: SupernetConfig, manifest: dict) -> None:
@@ -32,7 +33,7 @@ def save_supernet(out_dir, params, cfg: SupernetConfig, manifest: dict) -> None:
 
 def load_supernet(path=None):
     """(model, params, cfg, manifest) from a folder written by save_supernet
-    (default: the shipped surrogates/supernet_fmnist)."""
+    (default: the shipped cimnas_jax/assets/supernet_fmnist)."""
     d = Path(path) if path else DEFAULT_SUPERNET_DIR
     if not (d / PARAMS_FILE).exists() or not (d / MANIFEST_FILE).exists():
         raise FileNotFoundError(f"--supernet_dir: {d} lacks {PARAMS_FILE} / {MANIFEST_FILE}; train one with "

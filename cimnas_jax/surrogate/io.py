@@ -16,12 +16,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cimnas_jax.assets import asset_path
 from cimnas_jax.surrogate import features as F
 from cimnas_jax.surrogate.model import Ensemble, SurrogateSet, check_genomes, predict
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_DIR = REPO_ROOT / "surrogates"
-DEFAULT_SETS = {"mbv2_rram": "mbv2_rram/rram_32nm", "resnet50_sram7nm": "resnet50_sram7nm/sram_7nm"}
 
 
 class SurrogateMismatch(ValueError):
@@ -166,15 +164,19 @@ class Surrogate:
         return self._jit(self.sset, jnp.asarray(g), chunk=chunk)
 
 
+def default_set_path(space, technology: str | None = None) -> Path:
+    """Where the shipped surrogate set of ``space`` at ``technology`` (default: the space's) lives."""
+    return asset_path(space.name, technology or space.technology)
+
+
 def load_surrogates(space_name: str, path=None) -> Surrogate:
     """The shipped (or given) surrogate set for ``space_name``, checked against that space.
 
-    path: a set directory; default ``surrogates/<space>/<technology>/`` of this repository.
+    path: a set directory; default the shipped ``cimnas_jax/assets/<space>/<technology>/``.
     """
     from cimnas_jax.space import get_space
     space = get_space(space_name)
     if path is None:
-        rel = DEFAULT_SETS.get(space_name, f"{space_name}/{space.technology}")
-        path = DEFAULT_DIR / rel
+        path = default_set_path(space)
     sset = load_set(path, space)
     return Surrogate(sset, space, read_manifest(path))
