@@ -20,45 +20,9 @@ import numpy as np
 HW_SOURCES = ("analytic", "surrogate")
 ACCURACY_SOURCES = ("surrogate", "constant")
 
-# The single design CIMNAS's notebook evaluates (docs: cimnas_reference.md, "baseline design").
-CIMNAS_BASELINE = {
-    "mbv2_rram": dict(
-        hw=dict(voltage_v=0.7, bits_per_cell=4, clock_period_ns=4, xbar_rows=128, xbar_cols=128,
-                router_group=8, tiles=16, macros_per_tile=16, glb_mb=8),
-        depths=(2, 3, 4, 3, 3), kernel=3, expand="max", bits=8,
-        doc="CIMNAS baseline: MobileNetV2 depths 2,3,4,3,3,1, kernel 3, expand 6, 8-bit; 0.7 V, "
-            "4 bits/cell, 4 ns, 128×128, router group 8, 16 tiles × 16 macros, 8 MB"),
-    "resnet50_sram7nm": dict(
-        hw=dict(voltage_v=0.8, clock_period_ns=1, xbar_rows=512, xbar_cols=256, adc_bits=8,
-                router_group=8, tiles=16, macros_per_tile=32, glb_mb=16),
-        depths=(3, 4, 6, 3), kernel=None, expand=0.25, bits=8,
-        doc="ResNet50 (depths 3,4,6,3, width 1.0, bottleneck 0.25, 8-bit) on a 512×256, 8-bit-ADC "
-            "SRAM chip of 8×16×32 macros, 16 MB"),
-}
-
-
 def baseline_genome(space) -> np.ndarray:
-    """Genome of the reference design the report compares against (int32 [G])."""
-    if space.name not in CIMNAS_BASELINE:
-        raise ValueError(f"no reference design for space {space.name!r}; known: {list(CIMNAS_BASELINE)}")
-    b = CIMNAS_BASELINE[space.name]
-    vals = dict(b["hw"])
-    for s, d in enumerate(b["depths"]):
-        vals[f"depth_s{s + 1}"] = d
-    g = space.encode(vals)
-    for i, gene in enumerate(space.genes):
-        n = gene.name
-        if n.startswith("kernel_b") and b["kernel"] is not None:
-            g[i] = gene.choices.index(b["kernel"])
-        elif n.startswith("mid_ch_b") and b["expand"] == "max":
-            g[i] = len(gene.choices) - 1
-        elif n.startswith("expand_b") and isinstance(b["expand"], float):
-            g[i] = gene.choices.index(b["expand"])
-        elif n.startswith("width_"):
-            g[i] = gene.choices.index(1.0)
-        elif "_bits_b" in n:
-            g[i] = gene.choices.index(b["bits"])
-    return np.asarray(space.canonicalise(g[None])[0])
+    """Genome of the reference design the report compares against (int32 [G]); the space owns it."""
+    return space.reference_genome()
 
 
 def make_fitness(space, hw_source: str = "analytic", accuracy_source: str = "surrogate",

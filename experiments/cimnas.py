@@ -138,7 +138,7 @@ def main(argv):
     genomes = np.concatenate([base[None], fin], 0)
     names = ["baseline"] + [f"found_{i + 1}" for i in range(len(fin))]
     print(f"[2/4] finalists: {len(fin)} distinct feasible designs + the reference design "
-          f"({pl.CIMNAS_BASELINE[sp.name]['doc']})", flush=True)
+          f"({sp.reference_doc})", flush=True)
 
     # ---------------------------------------------------------------- 3. verify
     print("[3/4] verify: hardware by the analytic CIM model"
@@ -285,7 +285,7 @@ def write_outputs(out, sp, rows, history, meta):
              f"hardware scores: {meta['config']['hw_source']}; accuracy: {meta['config']['accuracy_source']}",
              f"- hardware re-verified with the analytic CIM model (technology {sp.technology}); "
              f"accuracy {meta['accuracy_note']}",
-             f"- reference design: {pl.CIMNAS_BASELINE[sp.name]['doc']}",
+             f"- reference design: {sp.reference_doc}",
              f"- total wall time {meta['wall_seconds']:.0f} s", "",
              "| design | valid | energy [J] | latency [s] | area [mm²] | EDAP [J·s·mm²] | EDAP reduction [×] "
              "| TOPS/W | TOPS/mm² | accuracy predicted | accuracy measured | accuracy fine-tuned |",

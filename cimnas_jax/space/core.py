@@ -3,6 +3,17 @@
 A genome is an int32 vector of choice indices, one per gene; a population is ``[P, G]``.
 Every function that takes genomes is pure and jit/vmap-able; host-side checks (``check``)
 raise errors that name the offending gene.
+
+Two decoding paths lead to the hardware model and the surrogates:
+
+* genome path (integers): ``workloads(genomes)``, ``hardware(genomes)``, ``active``,
+  ``canonicalise``, ``hash``, ``architecture`` -- these cast to int32, so a gradient with respect
+  to their input is zero by construction;
+* value path (floats, differentiable): ``values(genomes)`` or any relaxed ``[P, G]`` float array
+  of per-gene physical values (e.g. a softmax-weighted mean of each gene's choices), plus block
+  activities (``block_active_from_probs``: probabilities from the depth genes' choice
+  distributions) -> ``workloads_from_values`` / ``hardware_from_values``. The genome path is the
+  value path evaluated at one-hot choices.
 """
 from __future__ import annotations
 
@@ -22,6 +33,19 @@ GROUPS = (
     "hardware-circuit",
     "hardware-architecture",
 )
+
+
+@dataclasses.dataclass(frozen=True)
+class Blocks:
+    """Elastic depth: block ``b`` is present iff the value of gene ``depth_gene[b]`` is greater
+    than ``position[b]`` (its index within its stage). ``depth_gene`` holds gene indices."""
+
+    depth_gene: tuple
+    position: tuple
+
+    @property
+    def n_blocks(self) -> int:
+        return len(self.position)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,10 +103,22 @@ def _fmix32(x):
 class Space:
     """A joint software/quantization/hardware search space.
 
-    A space file builds one with its genes and four pure functions of an int32 ``[P, G]``
-    genome batch: ``active_fn`` (which genes have an effect, bool ``[P, G]``), ``workloads_fn``
-    (layer table), ``hardware_fn`` (hardware parameters) and ``architecture_fn`` (arrays a
-    supernet needs). The space is hashable by identity so it can be a static jit argument.
+    A space file builds one with its genes and pure functions:
+
+    * ``active_fn(sp, genomes)``: which genes have an effect, bool ``[P, G]``;
+    * ``workloads_fn(sp, values, block_active)``: the layer table from float32 per-gene values
+      ``[P, G]`` and block activity ``[P, B]`` (bool, or probabilities on the relaxed path:
+      written with arithmetic, so a probability flows through as a layer's activity);
+    * ``hardware_fn(sp, values)``: hardware parameters from the values;
+    * ``architecture_fn(sp, genomes)`` (optional): arrays the space's supernet needs.
+
+    and what is specific to the space: ``blocks`` (elastic depth, see ``Blocks``), the default
+    ``technology`` (a file under ``cimnas_jax/hw/tech``; a run's configuration may override it),
+    ``reference`` (physical values by gene name, or a function of the space returning them: the
+    baseline design a report compares against; genes not named take index 0, a callable may set
+    every gene), ``reference_doc`` (one line describing it) and ``supernet`` (the name of the
+    shipped supernet asset that measures its accuracy, or None). The space is hashable by
+    identity so it can be a static jit argument.
     """
 
     def __init__(
@@ -92,17 +128,25 @@ class Space:
         *,
         technology: str,
         active_fn: Callable[["Space", jax.Array], jax.Array],
-        workloads_fn: Callable[["Space", jax.Array], Any],
+        workloads_fn: Callable[["Space", jax.Array, jax.Array], Any],
         hardware_fn: Callable[["Space", jax.Array], Any],
         architecture_fn: Callable[["Space", jax.Array], Mapping[str, jax.Array]] | None = None,
+        blocks: Blocks | None = None,
         layer_names: Sequence[str] = (),
         description: str = "",
         notes: Mapping[str, Any] | None = None,
+        reference: Mapping[str, float] | Callable[["Space"], Mapping[str, float]] | None = None,
+        reference_doc: str = "",
+        supernet: str | None = None,
     ):
         _validate_genes(genes)
         self.name = name
         self.genes = tuple(genes)
         self.technology = technology
+        self.blocks = blocks or Blocks((), ())
+        self.reference_doc = reference_doc
+        self.supernet = supernet
+        self._reference = reference
         self.description = description
         self.notes = dict(notes or {})
         self.layer_names = tuple(layer_names)
@@ -135,10 +179,19 @@ class Space:
         self._offset, self._slope = offset, slope
         self._gathered = np.flatnonzero(~np.asarray(affine, bool))
         self._salt = np.uint32(zlib.crc32(name.encode()))
+        bg = np.asarray(self.blocks.depth_gene, np.int64)
+        self._block_gene = bg
+        self._block_pos = np.asarray(self.blocks.position, np.float32)
+        # [B, W]: choice c of block b's depth gene keeps the block (padding columns repeat the
+        # last choice; relaxed probabilities are zero there)
+        self._block_keeps = (table[bg] > self._block_pos[:, None]).astype(np.float32) if len(bg) else \
+            np.zeros((0, width), np.float32)
+        self._workloads_fn = workloads_fn
+        self._hardware_fn = hardware_fn
         # Jitted decoders: eager (op-by-op) calls of these take seconds; inside a caller's jit
         # they inline, so wrapping costs nothing there.
-        self._jit_workloads = jax.jit(lambda g: workloads_fn(self, g))
-        self._jit_hardware = jax.jit(lambda g: hardware_fn(self, g))
+        self._jit_workloads = jax.jit(lambda g: self._workloads_of(g))
+        self._jit_hardware = jax.jit(lambda g: hardware_fn(self, self.values(g)))
         self._jit_active = jax.jit(lambda g: active_fn(self, g))
         self._jit_architecture = jax.jit(lambda g: architecture_fn(self, g)) if architecture_fn else None
 
@@ -175,7 +228,8 @@ class Space:
         return out
 
     def values(self, genomes: jax.Array) -> jax.Array:
-        """Physical value of every gene, float32 ``[P, G]`` (indices clipped into range)."""
+        """Physical value of every gene, float32 ``[P, G]`` (indices clipped into range; casts
+        to int32, so it is the entry of the value path, not differentiable itself)."""
         g = jnp.clip(jnp.asarray(genomes, jnp.int32), 0, jnp.asarray(self.n_choices - 1))
         v = jnp.asarray(self._offset) + jnp.asarray(self._slope) * g.astype(jnp.float32)
         if len(self._gathered):
@@ -203,6 +257,43 @@ class Space:
         i = self.index[name]
         g = jnp.clip(genomes[..., i], 0, self.n_choices[i] - 1)
         return jnp.asarray(self.value_table[i])[g]
+
+    def block_active(self, genomes: jax.Array) -> jax.Array:
+        """bool ``[P, B]``: which elastic blocks the design has (genome path)."""
+        g = jnp.atleast_2d(jnp.asarray(genomes, jnp.int32))
+        return self.values_at(g, self._block_gene) > jnp.asarray(self._block_pos)
+
+    def block_active_from_probs(self, probs: jax.Array) -> jax.Array:
+        """float ``[P, B]``: probability that each block is present, from per-gene choice
+        probabilities ``probs [P, G, W]`` (W = widest gene; only the depth genes are read).
+        Linear in ``probs``, so exact for one-hot inputs and differentiable for relaxed ones."""
+        p = jnp.asarray(probs)[:, self._block_gene, :]                        # [P, B, W]
+        return jnp.sum(p * jnp.asarray(self._block_keeps), axis=-1)
+
+    def workloads_from_values(self, values: jax.Array, block_active: jax.Array):
+        """Layer table ``[P, L]`` from per-gene values ``float32 [P, G]`` and block activity
+        ``[P, B]`` (bool, or float probabilities: the table's ``active`` is then a float layer
+        activity in [0, 1]). Differentiable in ``values`` and float ``block_active``."""
+        return self._workloads_fn(self, jnp.atleast_2d(values), block_active)
+
+    def hardware_from_values(self, values: jax.Array):
+        """Hardware parameters ``[P]`` from per-gene values ``float32 [P, G]`` (differentiable)."""
+        return self._hardware_fn(self, jnp.atleast_2d(values))
+
+    def _workloads_of(self, g):
+        return self._workloads_fn(self, self.values(g), self.block_active(g))
+
+    def reference_values(self) -> dict:
+        """Physical values of the space's reference (baseline) design, by gene name."""
+        if self._reference is None:
+            raise ValueError(f"space {self.name!r} defines no reference design")
+        ref = self._reference(self) if callable(self._reference) else self._reference
+        return dict(ref)
+
+    def reference_genome(self) -> np.ndarray:
+        """Canonical genome (int32 ``[G]``) of the reference design."""
+        g = self.encode(self.reference_values())
+        return np.asarray(self.canonicalise(g[None])[0])
 
     def active(self, genomes: jax.Array) -> jax.Array:
         """bool ``[P, G]``: True where the gene changes the design."""
@@ -236,11 +327,13 @@ class Space:
         return jnp.stack(out, axis=-1)
 
     def workloads(self, genomes: jax.Array):
-        """Fixed-shape layer table ``[P, L]`` (see ``cimnas_jax.workload.LayerTable``)."""
+        """Fixed-shape layer table ``[P, L]`` (see ``cimnas_jax.workload.LayerTable``).
+        Genome path: casts to int32 (zero gradient); see ``workloads_from_values``."""
         return self._jit_workloads(jnp.atleast_2d(jnp.asarray(genomes, jnp.int32)))
 
     def hardware(self, genomes: jax.Array):
-        """Hardware parameters ``[P]`` (see ``cimnas_jax.workload.HardwareParams``)."""
+        """Hardware parameters ``[P]`` (see ``cimnas_jax.workload.HardwareParams``).
+        Genome path: casts to int32 (zero gradient); see ``hardware_from_values``."""
         return self._jit_hardware(jnp.atleast_2d(jnp.asarray(genomes, jnp.int32)))
 
     def architecture(self, genomes: jax.Array) -> dict[str, jax.Array]:

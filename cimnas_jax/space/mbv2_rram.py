@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from cimnas_jax.space.core import Gene, Space, register_space
+from cimnas_jax.space.core import Blocks, Gene, Space, register_space
 from cimnas_jax.workload import (
     KIND_CONV, KIND_DEPTHWISE, KIND_FC, KIND_POINTWISE, HardwareParams, make_layer_table)
 
@@ -99,15 +99,11 @@ _MID0 = _KERNEL0 + N_BLOCKS
 _BITS0 = _MID0 + N_BLOCKS
 
 
-def _block_active(sp: Space, g):
-    depths = sp.values_at(g, range(_DEPTH0, _DEPTH0 + 6))                # [P, 6] physical
-    d = depths[:, BLOCK_STAGE]                                           # [P, 21]
-    last_stage = jnp.asarray(np.array(STAGE_MAX_BLOCKS)[BLOCK_STAGE] == 1)
-    return (BLOCK_POS < d) | last_stage
+BLOCK_DEPTH_GENE = tuple(_DEPTH0 + int(st) for st in BLOCK_STAGE)   # gene index of each block's stage depth
 
 
 def _active(sp: Space, g):
-    blk = _block_active(sp, g)                                           # [P, 21]
+    blk = sp.block_active(g)                                             # [P, 21]
     P = g.shape[0]
     hw = jnp.ones((P, _N_HW), bool)
     depth = jnp.broadcast_to(jnp.asarray(np.array(STAGE_MAX_BLOCKS) > 1), (P, 6))
@@ -123,25 +119,25 @@ def _architecture(sp: Space, g):
         kernel=v[:, _KERNEL0:_MID0].astype(jnp.int32),
         mid_channels=v[:, _MID0:_BITS0].astype(jnp.int32),
         pw_w_bits=bits[..., 0], pw_a_bits=bits[..., 1], dw_w_bits=bits[..., 2], dw_a_bits=bits[..., 3],
-        block_active=_block_active(sp, g),
+        block_active=sp.block_active(g),
     )
 
 
-def _workloads(sp: Space, g):
-    a = _architecture(sp, g)
-    P = g.shape[0]
+def _workloads(sp: Space, v, block_active):
+    """Layer table from per-gene values ``v [P, G]`` and block activity ``[P, 21]`` (bool or
+    probability; every expression here is arithmetic, so relaxed values pass through)."""
+    P = v.shape[0]
     ones = jnp.ones((P, 1), jnp.float32)
-    mid = a["mid_channels"].astype(jnp.float32)
-    k = a["kernel"].astype(jnp.float32)
-    act = a["block_active"]
-    pw_w, pw_a = a["pw_w_bits"].astype(jnp.float32), a["pw_a_bits"].astype(jnp.float32)
-    dw_w, dw_a = a["dw_w_bits"].astype(jnp.float32), a["dw_a_bits"].astype(jnp.float32)
+    mid = v[:, _MID0:_BITS0]
+    k = v[:, _KERNEL0:_MID0]
+    bits = v[:, _BITS0:].reshape(P, N_BLOCKS, 4)
+    pw_w, pw_a, dw_w, dw_a = bits[..., 0], bits[..., 1], bits[..., 2], bits[..., 3]
     bi, bo = jnp.asarray(BLOCK_IN)[None], jnp.asarray(BLOCK_OUT)[None]
     ri, ro = jnp.asarray(BLOCK_RES_IN)[None], jnp.asarray(BLOCK_RES_OUT)[None]
     st = jnp.asarray(BLOCK_STRIDE)[None]
     # per block: expand (pw), depthwise, project (pw) -> interleave to [P, 63]
-    def inter(e, d, p):
-        e, d, p = (jnp.broadcast_to(jnp.asarray(x, jnp.float32), (P, N_BLOCKS)) for x in (e, d, p))
+    def inter(e, d, p, dtype=jnp.float32):
+        e, d, p = (jnp.broadcast_to(jnp.asarray(x, dtype), (P, N_BLOCKS)) for x in (e, d, p))
         return jnp.stack([e, d, p], axis=-1).reshape(P, 3 * N_BLOCKS)
     r0 = INPUT_SIZE // 2
     fixed_head = dict(C=[3, 32, 32], M=[32, 32, FIRST_BLOCK_OUT], R=[3, 3, 1], PQ=[r0, r0, r0], stride=[2, 1, 1],
@@ -160,21 +156,42 @@ def _workloads(sp: Space, g):
     eight = 8.0 * jnp.ones((P, 3))
     ibits = cat(eight, inter(pw_a, dw_a, pw_a), eight[:, :2])
     wbits = cat(eight, inter(pw_w, dw_w, pw_w), eight[:, :2])
-    active = jnp.concatenate([jnp.ones((P, 3), bool), jnp.repeat(act, 3, axis=1), jnp.ones((P, 2), bool)], axis=1)
+    act = jnp.asarray(block_active)
+    always = jnp.ones((P, 1), act.dtype)
+    active = jnp.concatenate([jnp.repeat(always, 3, axis=1), jnp.repeat(act, 3, axis=1),
+                              jnp.repeat(always, 2, axis=1)], axis=1)
     return make_layer_table(C=C, M=M, R=R, S=R, P=PQ, Q=PQ, stride=stride, kind=kind.astype(jnp.int32),
                             input_bits=ibits, weight_bits=wbits, active=active)
 
 
-def _hardware(sp: Space, g):
-    v = sp.values(g)
+def _hardware(sp: Space, v):
     col = lambda name: v[:, sp.index[name]]
-    P = g.shape[0]
+    P = v.shape[0]
     return HardwareParams(
         voltage_v=col("voltage_v"), bits_per_cell=col("bits_per_cell"),
         clock_period_s=col("clock_period_ns") * 1e-9, rows=col("xbar_rows"), cols=col("xbar_cols"),
         router_group=col("router_group"), tiles=col("tiles"), macros_per_tile=col("macros_per_tile"),
         glb_bytes=col("glb_mb") * 2.0 ** 20, adc_bits=jnp.full((P,), 8.0), n_adc_per_bank=jnp.full((P,), 16.0),
     )
+
+
+REFERENCE_HW = dict(voltage_v=0.7, bits_per_cell=4, clock_period_ns=4, xbar_rows=128, xbar_cols=128,
+                    router_group=8, tiles=16, macros_per_tile=16, glb_mb=8)
+REFERENCE_DEPTHS = (2, 3, 4, 3, 3)
+REFERENCE_DOC = ("CIMNAS baseline: MobileNetV2 depths 2,3,4,3,3,1, kernel 3, expand 6, 8-bit; 0.7 V, "
+                 "4 bits/cell, 4 ns, 128×128, router group 8, 16 tiles × 16 macros, 8 MB")
+
+
+def _reference(sp: Space) -> dict:
+    """The single design CIMNAS's notebook evaluates (docs: cimnas_reference.md, "baseline design")."""
+    vals = dict(REFERENCE_HW)
+    vals.update({f"depth_s{s + 1}": d for s, d in enumerate(REFERENCE_DEPTHS)})
+    for b in range(N_BLOCKS):
+        vals[f"kernel_b{b + 1:02d}"] = 3
+        vals[f"mid_ch_b{b + 1:02d}"] = max(mid_choices(BLOCKS[b]["in_w"]))   # expand 6
+        for what in ("pw_w", "pw_a", "dw_w", "dw_a"):
+            vals[f"{what}_bits_b{b + 1:02d}"] = 8
+    return vals
 
 
 def _layer_names():
@@ -192,6 +209,8 @@ def build() -> Space:
     return Space(
         "mbv2_rram", _genes(), technology="rram_32nm", active_fn=_active, workloads_fn=_workloads,
         hardware_fn=_hardware, architecture_fn=_architecture, layer_names=LAYER_NAMES,
+        blocks=Blocks(BLOCK_DEPTH_GENE, tuple(int(x) for x in BLOCK_POS)),
+        reference=_reference, reference_doc=REFERENCE_DOC, supernet="supernet_fmnist",
         description="CIMNAS space: MobileNetV2 (ProxylessNAS/OFA) + per-block 4/6/8-bit quantization + "
                     "RRAM CIM accelerator at 32 nm (8-bit ADC, 16 ADCs per bank)",
         notes=dict(input_size=INPUT_SIZE, n_classes=N_CLASSES, stage_widths=STAGE_WIDTHS,

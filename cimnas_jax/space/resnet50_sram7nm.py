@@ -16,7 +16,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from cimnas_jax.space.core import Gene, Space, register_space
+from cimnas_jax.space.core import Blocks, Gene, Space, register_space
 from cimnas_jax.workload import KIND_CONV, KIND_FC, KIND_POINTWISE, HardwareParams, make_layer_table
 
 STAGE_BASE_WIDTHS = (256, 512, 1024, 2048)
@@ -81,39 +81,45 @@ _EXP0 = _WIDTH0 + 5
 _BITS0 = _EXP0 + N_BLOCKS
 
 
-def _block_active(sp: Space, g):
-    d = sp.values_at(g, range(_DEPTH0, _DEPTH0 + 4))[:, BLOCK_STAGE]
-    return BLOCK_POS < d
+BLOCK_DEPTH_GENE = tuple(_DEPTH0 + int(st) for st in BLOCK_STAGE)
 
 
 def _active(sp: Space, g):
-    blk = _block_active(sp, g)
+    blk = sp.block_active(g)
     P = g.shape[0]
     head = jnp.ones((P, _N_HW + 4 + 5), bool)
     return jnp.concatenate([head, blk, jnp.repeat(blk, 6, axis=1)], axis=1)
 
 
-def _architecture(sp: Space, g):
-    v = sp.values(g)
-    bits = v[:, _BITS0:].reshape(-1, N_BLOCKS, 3, 2).astype(jnp.int32)
+def _channels(v):
+    """Stem, stage output and block middle widths from the values (float, arithmetic only)."""
     stem = make_divisible(STEM_BASE * v[:, _WIDTH0])
     out_w = make_divisible(jnp.asarray(STAGE_BASE_WIDTHS, jnp.float32) * v[:, _WIDTH0 + 1:_WIDTH0 + 5])  # [P,4]
     base_b = jnp.asarray(np.array(STAGE_BASE_WIDTHS, np.float32)[BLOCK_STAGE])[None]
     wm_b = v[:, _WIDTH0 + 1:_WIDTH0 + 5][:, BLOCK_STAGE]
     mid = make_divisible(base_b * v[:, _EXP0:_BITS0] * wm_b)
+    return stem, out_w, mid
+
+
+def _architecture(sp: Space, g):
+    v = sp.values(g)
+    bits = v[:, _BITS0:].reshape(-1, N_BLOCKS, 3, 2).astype(jnp.int32)
+    stem, out_w, mid = _channels(v)
     return dict(
         depths=v[:, _DEPTH0:_DEPTH0 + 4].astype(jnp.int32), stem_channels=stem.astype(jnp.int32),
         stage_channels=out_w.astype(jnp.int32), mid_channels=mid.astype(jnp.int32),
-        w_bits=bits[..., 0], a_bits=bits[..., 1], block_active=_block_active(sp, g),
+        w_bits=bits[..., 0], a_bits=bits[..., 1], block_active=sp.block_active(g),
     )
 
 
-def _workloads(sp: Space, g):
-    a = _architecture(sp, g)
-    P = g.shape[0]
-    f = lambda x: jnp.asarray(x, jnp.float32)
-    stem, out_w, mid = f(a["stem_channels"]), f(a["stage_channels"]), f(a["mid_channels"])
-    wb, ab = f(a["w_bits"]), f(a["a_bits"])
+def _workloads(sp: Space, v, block_active):
+    """Layer table from per-gene values ``v [P, G]`` and block activity ``[P, 18]`` (bool or
+    probability). Channel rounding (``make_divisible``) is a step: on the relaxed path it passes
+    the rounded width forward and has zero derivative, like every floor."""
+    P = v.shape[0]
+    stem, out_w, mid = _channels(v)
+    bits = v[:, _BITS0:].reshape(P, N_BLOCKS, 3, 2)
+    wb, ab = bits[..., 0], bits[..., 1]
     first = jnp.asarray(BLOCK_POS == 0)[None]
     out_b = out_w[:, BLOCK_STAGE]
     prev_stage_out = jnp.concatenate([stem[:, None], out_w[:, :3]], axis=1)[:, BLOCK_STAGE]
@@ -121,10 +127,10 @@ def _workloads(sp: Space, g):
     res_out = jnp.asarray(np.array(STAGE_RES)[BLOCK_STAGE], jnp.float32)[None]
     stride = jnp.where(first, jnp.asarray(np.array(STAGE_STRIDES)[BLOCK_STAGE], jnp.float32)[None], 1.0)
     res_in = res_out * stride
-    act = a["block_active"]
+    act = jnp.asarray(block_active)
     # per block slot: reduce, conv3, expand, downsample (only first block of a stage)
-    def blk(*xs):
-        xs = [jnp.broadcast_to(jnp.asarray(x, jnp.float32), (P, N_BLOCKS)) for x in xs]
+    def blk(*xs, dtype=jnp.float32):
+        xs = [jnp.broadcast_to(jnp.asarray(x, dtype), (P, N_BLOCKS)) for x in xs]
         return jnp.stack(xs, -1).reshape(P, 4 * N_BLOCKS)
     C = blk(in_b, mid, mid, in_b)
     M = blk(mid, mid, out_b, out_b)
@@ -134,8 +140,9 @@ def _workloads(sp: Space, g):
     kind = blk(float(KIND_POINTWISE), float(KIND_CONV), float(KIND_POINTWISE), float(KIND_POINTWISE))
     ib = blk(ab[..., 0], ab[..., 1], ab[..., 2], ab[..., 2])
     wbb = blk(wb[..., 0], wb[..., 1], wb[..., 2], wb[..., 2])
-    active = blk(act, act, act, act & first).astype(bool)
+    active = blk(act, act, act, act * first.astype(act.dtype), dtype=act.dtype)
     one = jnp.ones((P, 1))
+    always = jnp.ones((P, 1), act.dtype)
     cat = lambda head, body, tail: jnp.concatenate([head * one, body, tail * one], axis=1)
     final = out_w[:, 3:4]
     return make_layer_table(
@@ -143,18 +150,35 @@ def _workloads(sp: Space, g):
         R=cat(7.0, R, 1.0), S=cat(7.0, R, 1.0), P=cat(112.0, PQ, 1.0), Q=cat(112.0, PQ, 1.0),
         stride=cat(2.0, st, 1.0), kind=cat(float(KIND_CONV), kind, float(KIND_FC)).astype(jnp.int32),
         input_bits=cat(8.0, ib, 8.0), weight_bits=cat(8.0, wbb, 8.0),
-        active=jnp.concatenate([jnp.ones((P, 1), bool), active, jnp.ones((P, 1), bool)], 1))
+        active=jnp.concatenate([always, active, always], 1))
 
 
-def _hardware(sp: Space, g):
-    v = sp.values(g)
+def _hardware(sp: Space, v):
     col = lambda name: v[:, sp.index[name]]
-    P = g.shape[0]
+    P = v.shape[0]
     return HardwareParams(
         voltage_v=col("voltage_v"), bits_per_cell=jnp.ones((P,)), clock_period_s=col("clock_period_ns") * 1e-9,
         rows=col("xbar_rows"), cols=col("xbar_cols"), router_group=col("router_group"), tiles=col("tiles"),
         macros_per_tile=col("macros_per_tile"), glb_bytes=col("glb_mb") * 2.0 ** 20, adc_bits=col("adc_bits"),
         n_adc_per_bank=jnp.full((P,), 16.0))
+
+
+REFERENCE_HW = dict(voltage_v=0.8, clock_period_ns=1, xbar_rows=512, xbar_cols=256, adc_bits=8,
+                    router_group=8, tiles=16, macros_per_tile=32, glb_mb=16)
+REFERENCE_DOC = ("ResNet50 (depths 3,4,6,3, width 1.0, bottleneck 0.25, 8-bit) on a 512×256, 8-bit-ADC "
+                 "SRAM chip of 8×16×32 macros, 16 MB")
+
+
+def _reference(sp: Space) -> dict:
+    """Plain ResNet50 at 8 bit on a mid-range chip of this space (ours: CIMNAS publishes none)."""
+    vals = dict(REFERENCE_HW, depth_s1=3, depth_s2=4, depth_s3=6, depth_s4=3, width_stem=1.0)
+    vals.update({f"width_s{s + 1}": 1.0 for s in range(4)})
+    for b in range(N_BLOCKS):
+        vals[f"expand_b{b + 1:02d}"] = 0.25
+        for conv in CONVS:
+            for what in ("w", "a"):
+                vals[f"{conv}_{what}_bits_b{b + 1:02d}"] = 8
+    return vals
 
 
 def _layer_names():
@@ -171,6 +195,8 @@ def build() -> Space:
     return Space(
         "resnet50_sram7nm", _genes(), technology="sram_7nm", active_fn=_active, workloads_fn=_workloads,
         hardware_fn=_hardware, architecture_fn=_architecture, layer_names=LAYER_NAMES,
+        blocks=Blocks(BLOCK_DEPTH_GENE, tuple(int(x) for x in BLOCK_POS)),
+        reference=_reference, reference_doc=REFERENCE_DOC, supernet=None,
         description="OFA-ResNet50-style elastic depth/expand/width + per-layer 4/6/8-bit quantization + "
                     "SRAM CIM accelerator at 7 nm (1 bit per cell, ADC 4-8 bit, 16 ADCs per bank)",
         notes=dict(input_size=224, n_classes=N_CLASSES, stage_base_widths=STAGE_BASE_WIDTHS,

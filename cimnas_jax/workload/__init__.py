@@ -21,8 +21,10 @@ class LayerTable:
 
     C/M: input/output channels; R/S: kernel height/width; P/Q: output height/width;
     stride; groups (C for depthwise, else 1); input_bits/weight_bits: activation and weight
-    precision (bits); kind: KIND_* code; active: layer present in this design;
-    macs: multiply-accumulates per inference; n_weights: weights stored (count).
+    precision (bits); kind: KIND_* code; active: layer present in this design (bool; on the
+    relaxed value path a float probability in [0, 1]); macs: multiply-accumulates per inference
+    and n_weights: weights stored (count), both zero for absent layers (scaled by the
+    probability on the relaxed path).
     """
 
     C: jax.Array
@@ -72,7 +74,9 @@ def make_layer_table(C, M, R, S, P, Q, stride, kind, input_bits, weight_bits, ac
     f = lambda x: jnp.asarray(x, jnp.float32)
     C, M, R, S, P, Q = map(f, (C, M, R, S, P, Q))
     kind = jnp.asarray(kind, jnp.int32)
-    active = jnp.asarray(active, bool)
+    active = jnp.asarray(active)
+    soft = jnp.issubdtype(active.dtype, jnp.floating)
+    active = active.astype(jnp.float32) if soft else active.astype(bool)
     shape = jnp.broadcast_shapes(C.shape, M.shape, R.shape, P.shape, kind.shape, active.shape,
                                  np.shape(input_bits), np.shape(weight_bits))
     b = lambda x, dt=jnp.float32: jnp.broadcast_to(jnp.asarray(x, dt), shape)
@@ -80,11 +84,12 @@ def make_layer_table(C, M, R, S, P, Q, stride, kind, input_bits, weight_bits, ac
     groups = jnp.where(dw, C, 1.0)
     n_weights = jnp.where(dw, C * R * S, C * M * R * S)
     macs = n_weights * P * Q
-    act = b(active, bool)
+    act = b(active, active.dtype)
+    present = (lambda x: act * x) if soft else (lambda x: jnp.where(act, x, 0.0))
     return LayerTable(
         C=b(C), M=b(M), R=b(R), S=b(S), P=b(P), Q=b(Q), stride=b(stride), groups=b(groups),
         input_bits=b(input_bits), weight_bits=b(weight_bits), kind=b(kind, jnp.int32), active=act,
-        macs=jnp.where(act, b(macs), 0.0), n_weights=jnp.where(act, b(n_weights), 0.0),
+        macs=present(b(macs)), n_weights=present(b(n_weights)),
     )
 
 
