@@ -202,7 +202,8 @@ def test_ga_ask_tell_vmaps_over_seeds():
         def body(st, k):
             x, st = ga.ask(k, st, p)
             F, v = obj(fit(x))
-            return ga.tell(x, F[:, 0], v, st, p), None
+            st, _ = ga.tell(k, x, F, v, st, p)
+            return st, None
 
         st, _ = jax.lax.scan(body, st, jax.random.split(key, 6))
         return st.population, st.fitness

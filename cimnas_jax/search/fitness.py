@@ -42,13 +42,14 @@ def _complete(m, n):
     return out
 
 
-def hardware_fitness(space, accuracy_fn: AccuracyFn):
-    """Analytic hardware model + accuracy source -> metrics (energy_j, latency_s, ...)."""
+def hardware_fitness(space, accuracy_fn: AccuracyFn, technology: str | None = None):
+    """Analytic hardware model (at ``technology``, default the space's) + accuracy source ->
+    metrics (energy_j, latency_s, ...)."""
     from cimnas_jax.hw import evaluate_designs, load_technology  # hardware package
 
     # Load the technology tables eagerly: loading them first inside a jit trace would cache
     # tracers in load_technology's lru_cache (UnexpectedTracerError on the next trace).
-    tech = load_technology(space.technology)
+    tech = load_technology(technology or space.technology)
 
     def fitness(genomes):
         r = evaluate_designs(space, genomes, tech)

@@ -26,9 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from .ga import GA
 from .hypervolume import hypervolume
-from .nsga2 import NSGA2
 from .objectives import Objective
 
 RNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
@@ -36,22 +34,21 @@ RNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
 
 @struct.dataclass
 class SearchState:
-    algo: Any               # GAState | NSGA2State
+    algo: Any               # the algorithm's own state (GAState, NSGA2State, ...)
     key_data: jax.Array     # uint32 raw key data (typed keys are rebuilt with wrap_key_data)
     hv_ref: jax.Array       # float32[M] hypervolume reference point (inf until first feasible)
 
 
 class Search:
-    """An algorithm + a fitness + an objective, run generation by generation on device."""
+    """An algorithm (``base.Algorithm`` protocol) + a fitness + an objective, run generation by
+    generation on device. Nothing here depends on which algorithm it is."""
 
     def __init__(self, algo, fitness_fn: Callable, objective: Objective, params=None,
                  rng_impl: str = "threefry2x32", shard: bool = True, config: Optional[dict] = None):
         if rng_impl not in RNG_IMPLS:
             raise ValueError(f"rng_impl must be one of {RNG_IMPLS}, got {rng_impl!r}")
-        if isinstance(algo, GA) and objective.n_objectives != 1:
-            raise ValueError("GA needs a single objective; use NSGA2 for multi-objective sets")
-        if isinstance(algo, NSGA2) and algo.n_objectives != objective.n_objectives:
-            raise ValueError(f"NSGA2 built for {algo.n_objectives} objectives, objective "
+        if getattr(algo, "n_objectives", objective.n_objectives) != objective.n_objectives:
+            raise ValueError(f"{algo.name} built for {algo.n_objectives} objective(s), objective "
                              f"{objective.name!r} has {objective.n_objectives}")
         self.algo = algo
         self.fitness_fn = fitness_fn
@@ -59,7 +56,7 @@ class Search:
         self.params = params if params is not None else algo.default_params()
         self.rng_impl = rng_impl
         self.config = dict(config or {})
-        self.multi = isinstance(algo, NSGA2)
+        self.multi = objective.n_objectives > 1      # hypervolume is tracked for fronts
         self.mesh = None
         ndev = jax.local_device_count()
         if shard and ndev > 1 and algo.popsize % ndev == 0 and algo.num_offspring % ndev == 0:
@@ -101,23 +98,17 @@ class Search:
         """One generation: ask -> fitness -> objectives -> tell. Returns (state, stats)."""
         key = jax.random.wrap_key_data(state.key_data, impl=self.rng_impl)
         key, k_ask = jax.random.split(key)
+        k_tell = jax.random.fold_in(k_ask, 1)
         x, algo_state = self.algo.ask(k_ask, state.algo, self.params)
         x = self._constrain(x)
         F, v = self.objective(self.fitness_fn(x))
         feasible = v == 0
-        if self.multi:
-            algo_state = self.algo.tell(x, F, v, algo_state, self.params)
+        algo_state, stats = self.algo.tell(k_tell, x, F, v, algo_state, self.params)
+        hv_ref = state.hv_ref
+        if self.multi:   # reference point: 1.1 x the worst feasible value of the first feasible batch
             cand = 1.1 * jnp.max(jnp.where(feasible[:, None], F, -jnp.inf), axis=0)
-            hv_ref = jnp.where(jnp.isfinite(state.hv_ref) | ~jnp.any(feasible),
-                               state.hv_ref, cand)
-            best = jnp.min(jnp.where(algo_state.archive.filled[:, None],
-                                     algo_state.archive.objectives, jnp.inf), axis=0)
-            stats = {"best": best, "archive_size": jnp.sum(algo_state.archive.filled)}
-        else:
-            algo_state = self.algo.tell(x, F[:, 0], v, algo_state, self.params)
-            hv_ref = state.hv_ref
-            b = jnp.where(algo_state.violation[0] == 0, algo_state.fitness[0], jnp.inf)
-            stats = {"best": b[None], "best_violation": algo_state.violation[0]}
+            hv_ref = jnp.where(jnp.isfinite(state.hv_ref) | ~jnp.any(feasible), state.hv_ref, cand)
+        stats = dict(stats)
         stats["feasible_fraction"] = jnp.mean(feasible.astype(jnp.float32))
         new = SearchState(algo=algo_state, key_data=jax.random.key_data(key), hv_ref=hv_ref)
         return self._constrain(new), stats
@@ -130,20 +121,23 @@ class Search:
         return self._chunks[n]
 
     def _hv_impl(self, state: SearchState):
-        a = state.algo.archive
+        d = self.algo.final_designs(state.algo)
         ref = state.hv_ref
         ok = jnp.all(jnp.isfinite(ref))
         safe = jnp.where(ok, ref, 1.0)
-        return jnp.where(ok, hypervolume(a.objectives / safe, jnp.ones_like(safe), a.filled), 0.0)
+        mask = d.mask & (d.violation == 0)
+        return jnp.where(ok, hypervolume(d.objectives / safe, jnp.ones_like(safe), mask), 0.0)
 
     def hypervolume(self, state: SearchState) -> float:
-        """Normalised hypervolume of the archive (objectives / hv_ref, reference = 1).
-
-        Exact for 2 objectives, Monte-Carlo with a fixed key for 3-4 (see hypervolume.py).
-        """
+        """Normalised hypervolume of the algorithm's final designs (objectives / hv_ref,
+        reference = 1). Exact for 2 objectives, Monte-Carlo with a fixed key for 3-4."""
         if not self.multi:
-            raise ValueError("hypervolume is defined for NSGA2 searches only")
+            raise ValueError("hypervolume is defined for multi-objective searches only")
         return float(self._hv(state))
+
+    def final_designs(self, state: SearchState):
+        """The algorithm's result (``base.Designs``, best first), on the host."""
+        return jax.device_get(self.algo.final_designs(state.algo))
 
     # ------------------------------------------------------------------ host loop
     def run(self, seed: int, generations: int, chunk: int = 10,
@@ -157,7 +151,7 @@ class Search:
             raise ValueError(f"generations and chunk must be >= 1, got {generations}, {chunk}")
         mgr = _Checkpoints(checkpoint_dir) if checkpoint_dir else None
         meta = {"config": {**self.config, "seed": int(seed), "rng_impl": self.rng_impl,
-                           "algorithm": type(self.algo).__name__,
+                           "algorithm": self.algo.name,
                            "popsize": self.algo.popsize,
                            "num_offspring": self.algo.num_offspring,
                            "objective": self.objective.name},
@@ -193,10 +187,10 @@ class Search:
             dt = time.perf_counter() - t0
             for i in range(n):
                 row = {"generation": gen + i + 1, "evaluations": (gen + i + 1) * lam,
-                       "best": [float(b) for b in stats["best"][i]],
-                       "feasible_fraction": float(stats["feasible_fraction"][i])}
-                if self.multi:
-                    row["archive_size"] = int(stats["archive_size"][i])
+                       "best": [float(b) for b in stats["best"][i]]}
+                for k, val in stats.items():      # every other per-generation scalar metric
+                    if k != "best" and np.ndim(val[i]) == 0:
+                        row[k] = val[i].item()
                 meta["history"].append(row)
             gen += n
             done_chunks += 1
@@ -204,7 +198,9 @@ class Search:
             if self.multi:
                 hv = self.hypervolume(state)
                 meta["history"][-1]["hypervolume"] = hv
-                line += f"hv {hv:.4f}  archive {meta['history'][-1]['archive_size']:4d}  "
+                line += f"hv {hv:.4f}  "
+                if "archive_size" in meta["history"][-1]:
+                    line += f"archive {meta['history'][-1]['archive_size']:4d}  "
             else:
                 line += f"best {meta['history'][-1]['best'][0]:.4e}  "
             line += (f"feasible {meta['history'][-1]['feasible_fraction']:.3f}  "
