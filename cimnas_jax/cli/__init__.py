@@ -12,6 +12,7 @@ import sys
 COMMANDS = {
     "run": ("cimnas_jax.cli.run", "the main job: search -> refine -> verify -> report"),
     "search": ("cimnas_jax.cli.search", "a search alone (GA, NSGA-II, random) with results.json/.csv and a plot"),
+    "label": ("cimnas_jax.cli.label", "label designs with a hardware backend (analytic / cimloop) into a dataset folder"),
     "hw": ("cimnas_jax.hw.__main__", "evaluate CiMLoop-format layer records (analytic / cimloop backend)"),
     "space": ("cimnas_jax.space.__main__", "describe a search space, decode sampled designs"),
 }
