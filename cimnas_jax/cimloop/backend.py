@@ -241,7 +241,8 @@ class CimloopBackend:
 
     def __init__(self, models_dir: str | None = None, cache_path: str | None = None,
                  workers: int | None = None, timeout_s: float | None = 900.0,
-                 config: CimloopConfig | None = None, retry_failed: bool = False):
+                 config: CimloopConfig | None = None, retry_failed: bool = False,
+                 executor: str = "local", dask_scheduler: str | None = None, dask_retries: int = 1):
         info = check_installation(models_dir)
         base = config or CimloopConfig()
         self.config = dataclasses.replace(base, models_dir=info["models_dir"],
@@ -251,18 +252,39 @@ class CimloopBackend:
         self.timeout_s = timeout_s
         self.retry_failed = retry_failed
         self.last_stats: dict = {}
+        # executor: "local" (runner.WorkerPool on this machine) or "dask" (dask_executor: one Dask
+        # task per layer on a LocalCluster of `workers`, or on the cluster at `dask_scheduler`)
+        self.executor, self.dask_scheduler, self.dask_retries = executor, dask_scheduler, dask_retries
+        self._client = None
 
     def key(self, record: Mapping) -> str:
         return cache_key(record, self.config)
 
     def evaluate_records(self, records: Sequence[Mapping], progress=None) -> list[dict]:
         cfg = dataclasses.asdict(self.config)
+        if self.executor != "local":
+            from .dask_executor import execute_records, make_client
+            if self._client is None:
+                self._client = make_client(self.dask_scheduler, self.workers)
+            out, self.last_stats = execute_records(
+                self.executor, records, functools.partial(evaluate_layer, config=cfg), self.key,
+                cache=self.cache, backend_name=self.name, workers=self.workers, timeout_s=self.timeout_s,
+                retry_failed=self.retry_failed, progress=progress, dask_client=self._client,
+                dask_retries=self.dask_retries)
+            return out
         out, self.last_stats = run_records(
             records, functools.partial(evaluate_layer, config=cfg), key_fn=self.key,
             cache=self.cache, backend_name=self.name, workers=self.workers,
             timeout_s=self.timeout_s, retry_failed=self.retry_failed, progress=progress,
             on_worker_killed=_remove_job_dirs)
         return out
+
+    def close(self) -> None:
+        """Close the Dask client (and its LocalCluster) if one was opened."""
+        if self._client is not None:
+            from .dask_executor import close_client
+            close_client(self._client)
+            self._client = None
 
 
 def get_cimloop_backend(**kwargs) -> CimloopBackend:
