@@ -5,6 +5,11 @@
   cimnas-jax run --out_dir=runs/main --stages=verify,report --test_images=0  # re-verify only
 
 Killed? Rerun with --resume: the search continues from its last checkpoint.
+
+Several processes / hosts (jax.distributed; the population sharded over all their devices):
+  cimnas-jax run ... --coordinator_address=host0:1234 --num_processes=2 --process_id=$RANK
+  cimnas-jax run ... --distributed_auto          # Slurm / Open MPI / Kubernetes auto-detection
+Process 0 runs the later stages and writes the run folder (which must be shared for the checkpoints).
 """
 from __future__ import annotations
 
@@ -19,6 +24,8 @@ def define_flags():
     define_config_flags()
     flags.DEFINE_string("out_dir", "runs/main", "run folder (config.json, stage_*.json, checkpoints/, report)")
     flags.DEFINE_bool("resume", False, "continue the search from out_dir/checkpoints")
+    from cimnas_jax.cli.search import define_distributed_flags
+    define_distributed_flags()
 
 
 def main(argv):
@@ -27,6 +34,8 @@ def main(argv):
     from cimnas_jax.pipeline import ConfigError, RunFolderError, check, config_from_flags, run
     if len(argv) > 1:
         fail(f"unexpected arguments {argv[1:]}; flags are --name=value")
+    from cimnas_jax.cli.search import init_distributed_from_flags
+    init_distributed_from_flags()        # before anything touches a JAX backend
     try:
         cfg = config_from_flags()
         check(cfg, FLAGS.out_dir, FLAGS.resume)
@@ -36,5 +45,5 @@ def main(argv):
         out = run(cfg, FLAGS.out_dir, FLAGS.resume, log=log)
     except (ConfigError, RunFolderError, FolderBusy) as e:
         fail(str(e))
-    if out["report"] is not None:
+    if out.get("report") is not None:
         print(out["report"].read_text())

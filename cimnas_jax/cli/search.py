@@ -67,6 +67,30 @@ def define_flags():
     flags.DEFINE_bool("resume", False, "continue from the latest checkpoint in --checkpoint_dir")
     flags.DEFINE_float("sleep_per_chunk_s", 0.0, "testing only: pause after each chunk's "
                        "checkpoint (lets a kill-and-resume test kill the run mid-way)")
+    define_distributed_flags()
+
+
+def define_distributed_flags():
+    """--coordinator_address / --num_processes / --process_id / --distributed_auto (also used by
+    the main job): one search over the devices of several processes (jax.distributed)."""
+    flags.DEFINE_string("coordinator_address", "", "multi-process search: host:port of process 0's "
+                        "coordinator ('' = a single process); every process gets the same flags but its own "
+                        "--process_id")
+    flags.DEFINE_integer("num_processes", 0, "multi-process search: number of processes (0 = single process)")
+    flags.DEFINE_integer("process_id", -1, "multi-process search: this process's index in [0, --num_processes)")
+    flags.DEFINE_bool("distributed_auto", False, "multi-process search with jax.distributed's cluster "
+                      "auto-detection (Slurm, Open MPI, Kubernetes) instead of the three flags above")
+
+
+def init_distributed_from_flags():
+    """jax.distributed.initialize from the flags (before any JAX work); one-line error on bad values."""
+    from cimnas_jax.cli.common import fail
+    from cimnas_jax.search.distributed import DistributedError, initialize
+    try:
+        return initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+                          FLAGS.distributed_auto)
+    except DistributedError as e:
+        fail(str(e))
 
 
 NAMES = ("space", "algorithm", "objective", "coefficients", "bounds", "area_limit_mm2", "accuracy_floor",
@@ -175,6 +199,7 @@ def main(argv):
         fail(f"unexpected arguments {argv[1:]}; flags are --name=value")
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     v = {n: FLAGS[n].value for n in NAMES}
+    init_distributed_from_flags()        # before anything touches a JAX backend
     try:
         objective = check_flags(v)
     except FlagError as e:
@@ -202,20 +227,28 @@ def main(argv):
     config = {k: v[k] for k in ("space", "algorithm", "fitness", "accuracy", "accuracy_value",
                                 "crossover", "mutation", "area_limit_mm2", "accuracy_floor", "capacity")}
     config.update({k: float(getattr(params, k)) for k in ("crossover_prob", "mutation_rate") if hasattr(params, k)})
-    search = Search(algo, fitness_fn, objective, params, rng_impl=v["rng_impl"], config=config)
+    from cimnas_jax.search.distributed import describe, is_primary
     try:
-        lock = FolderLock(v["output_dir"], "cimnas-jax search")
-        lock.__enter__()
-    except (FolderBusy, OSError) as e:
-        fail(f"--output_dir={v['output_dir']}: {e}")
+        search = Search(algo, fitness_fn, objective, params, rng_impl=v["rng_impl"], config=config)
+    except ValueError as e:       # a population that does not divide over the processes' devices
+        fail(f"--population={v['population']}: {e}")
+    primary = is_primary()        # process 0 writes the outputs; every process checkpoints (orbax)
+    lock = FolderLock(v["output_dir"], "cimnas-jax search")
+    if primary:
+        try:
+            lock.__enter__()
+        except (FolderBusy, OSError) as e:
+            fail(f"--output_dir={v['output_dir']}: {e}")
     try:
-        log(f"search: {v['algorithm']} on {sp.name} ({sp.n_genes} genes), objective "
-            f"{objective.name} {objective.names}, {fitness_desc}, population {algo.popsize}, offspring "
-            f"{algo.num_offspring}, devices {jax.local_device_count()} ({jax.default_backend()})")
+        if primary:
+            log(f"search: {v['algorithm']} on {sp.name} ({sp.n_genes} genes), objective "
+                f"{objective.name} {objective.names}, {fitness_desc}, population {algo.popsize}, offspring "
+                f"{algo.num_offspring}, {describe()}")
         sleep_s = FLAGS.sleep_per_chunk_s
 
         def chunk_log(line):
-            log(line)
+            if primary:
+                log(line)
             if sleep_s > 0:
                 time.sleep(sleep_s)
         t0 = time.perf_counter()
@@ -226,6 +259,10 @@ def main(argv):
         except ValueError as e:          # a checkpoint of another configuration, or one without --resume
             fail(f"--checkpoint_dir={v['checkpoint_dir']}: {e}")
         wall = time.perf_counter() - t0
+        if search.multiprocess:
+            state = search.host_state(state)     # every process takes part; process 0 writes
+        if not primary:
+            return
         run_config = {**config, **{k: v[k] for k in ("population", "offspring", "generations", "chunk", "seed",
                                                      "rng_impl")},
                       "objective": objective.name, "objective_terms": list(objective.names),
@@ -235,4 +272,5 @@ def main(argv):
         log(written["summary"])
         log(f"wrote {', '.join(os.path.join(v['output_dir'], f) for f in written['files'])} ({wall:.1f} s)")
     finally:
-        lock.__exit__(None, None, None)
+        if primary:
+            lock.__exit__(None, None, None)

@@ -51,6 +51,14 @@ def check(cfg: RunConfig, out_dir, resume: bool = False) -> None:
     space = get_space(cfg.space)
     refine_stage.check_inputs(cfg, space)
     verify_stage.check_inputs(cfg, space)
+    import jax
+    if jax.process_count() > 1:        # a multi-process search shards the population over every device
+        ndev = jax.device_count()
+        lam = cfg.offspring or cfg.population
+        if cfg.population % ndev or lam % ndev:
+            raise ConfigError(f"--population={cfg.population} --offspring={cfg.offspring}: a "
+                              f"{jax.process_count()}-process run shards them over {ndev} devices; use multiples "
+                              f"of {ndev}")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise RunFolderError(f"--out_dir={out} is a file, not a folder")
@@ -88,6 +96,9 @@ def run(cfg: RunConfig, out_dir, resume: bool = False, log=print) -> dict:
     from cimnas_jax.space import get_space
 
     check(cfg, out_dir, resume)
+    from cimnas_jax.search.distributed import is_primary
+    if not is_primary():
+        return _search_worker(cfg, out_dir, resume)
     ctx = RunContext(Path(out_dir), resume=resume, log=log)
     space = get_space(cfg.space)
     stages = cfg.stage_list
@@ -131,6 +142,22 @@ def run(cfg: RunConfig, out_dir, resume: bool = False, log=print) -> dict:
             report = report_run.write(ctx.out_dir, space, cfg, sres, finalists, ver, prov, wall)
             log(f"[4/{n}] report: {report}  (total {wall:.0f} s)")
     return {"search": sres, "finalists": finalists, "verification": ver, "report": report}
+
+
+def _search_worker(cfg: RunConfig, out_dir, resume: bool) -> dict:
+    """A process other than 0 of a multi-process run (jax.distributed): its share of the search and
+    of the cooperative orbax checkpoints in out_dir/checkpoints, nothing else (no lock, no files, no
+    log); process 0 runs the later stages and writes everything."""
+    from cimnas_jax.pipeline.objective import build_objective
+    from cimnas_jax.pipeline.search import run_search
+    from cimnas_jax.space import get_space
+    out = {"search": None, "finalists": None, "verification": None, "report": None}
+    if "search" not in cfg.stage_list:
+        return out
+    space = get_space(cfg.space)
+    ctx = RunContext(Path(out_dir), resume=resume, log=lambda line: None)
+    out["search"], _, _ = run_search(cfg, ctx, space, fitness_for(cfg, space), build_objective(cfg))
+    return out
 
 
 __all__ = ["STAGES", "ConfigError", "RunConfig", "RunContext", "RunFolderError", "config_from_flags",

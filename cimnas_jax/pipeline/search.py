@@ -46,6 +46,8 @@ def run_search(cfg, ctx, space, fitness, objective):
     state, history = search.run(cfg.seed, cfg.generations, cfg.chunk,
                                 checkpoint_dir=str(ctx.out_dir / "checkpoints"), resume=ctx.resume, log=log)
     seconds = time.perf_counter() - t0
+    if search.multiprocess:     # every process takes part; from here on all stages run locally on process 0
+        state = search.host_state(state)
     steady = None
     if len(stamps) >= 2 and stamps[-1][0] > stamps[0][0]:
         steady = (stamps[-1][1] - stamps[0][1]) * lam / (stamps[-1][0] - stamps[0][0])

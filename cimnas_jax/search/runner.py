@@ -58,12 +58,23 @@ class Search:
         self.config = dict(config or {})
         self.multi = objective.n_objectives > 1      # hypervolume is tracked for fronts
         self.mesh = None
-        ndev = jax.local_device_count()
-        if shard and ndev > 1 and algo.popsize % ndev == 0 and algo.num_offspring % ndev == 0:
+        # one global mesh over every device of every process (jax.distributed): the population
+        # axis is sharded over all of them; a single process shards over its local devices
+        ndev = jax.device_count()
+        self.multiprocess = jax.process_count() > 1
+        if self.multiprocess and not (algo.popsize % ndev == 0 and algo.num_offspring % ndev == 0):
+            raise ValueError(f"a {jax.process_count()}-process search shards the population over {ndev} devices: "
+                             f"population {algo.popsize} and offspring {algo.num_offspring} must be multiples of "
+                             f"{ndev}")
+        if (shard or self.multiprocess) and ndev > 1 and algo.popsize % ndev == 0 and algo.num_offspring % ndev == 0:
             from jax.sharding import Mesh
-            self.mesh = Mesh(np.array(jax.local_devices()), ("pop",))
+            self.mesh = Mesh(np.array(jax.devices()), ("pop",))
         self._chunks = {}
         self._hv = jax.jit(self._hv_impl)
+        if self.mesh is not None:
+            from jax.sharding import NamedSharding, PartitionSpec as P
+            self._replicated = NamedSharding(self.mesh, P())
+            self._hv_global = jax.jit(self._hv_impl, out_shardings=self._replicated)
 
     # ------------------------------------------------------------------ pure pieces
     def _sharding_tree(self, tree):
@@ -82,13 +93,20 @@ class Search:
             return tree
         return jax.lax.with_sharding_constraint(tree, self._sharding_tree(tree))
 
-    def init(self, seed: int) -> SearchState:
+    def _init_local(self, seed: int) -> SearchState:
         key = jax.random.key(seed, impl=self.rng_impl)
         key, k_init = jax.random.split(key)
-        st = SearchState(algo=self.algo.init(k_init, self.params),
-                         key_data=jax.random.key_data(key),
-                         hv_ref=jnp.full((self.objective.n_objectives,), jnp.inf, jnp.float32))
-        if self.mesh is not None:
+        return SearchState(algo=self.algo.init(k_init, self.params),
+                           key_data=jax.random.key_data(key),
+                           hv_ref=jnp.full((self.objective.n_objectives,), jnp.inf, jnp.float32))
+
+    def init(self, seed: int) -> SearchState:
+        st = self._init_local(seed)
+        if self.multiprocess:   # every process computed the same state: assemble the global arrays
+            from .distributed import to_global
+            host = jax.device_get(st)
+            st = to_global(host, self._sharding_tree(host))
+        elif self.mesh is not None:
             st = jax.device_put(st, self._sharding_tree(st))
         else:  # committed, like restored arrays, so a resumed run reuses the compiled chunk
             st = jax.device_put(st, jax.local_devices()[0])
@@ -116,7 +134,10 @@ class Search:
     def _chunk_fn(self, n: int):
         if n not in self._chunks:
             def run(state):
-                return jax.lax.scan(lambda s, _: self.step(s), state, None, length=n)
+                state, stats = jax.lax.scan(lambda s, _: self.step(s), state, None, length=n)
+                if self.mesh is not None:   # the per-generation metrics on every process
+                    stats = jax.lax.with_sharding_constraint(stats, self._replicated)
+                return state, stats
             self._chunks[n] = jax.jit(run, donate_argnums=0)
         return self._chunks[n]
 
@@ -133,11 +154,22 @@ class Search:
         reference = 1). Exact for 2 objectives, Monte-Carlo with a fixed key for 3-4."""
         if not self.multi:
             raise ValueError("hypervolume is defined for multi-objective searches only")
+        if self.mesh is not None and _is_global(state):
+            return float(self._hv_global(state))
         return float(self._hv(state))
 
     def final_designs(self, state: SearchState):
-        """The algorithm's result (``base.Designs``, best first), on the host."""
+        """The algorithm's result (``base.Designs``, best first), on the host. With several
+        processes every one must call it (it gathers the sharded state)."""
+        if self.multiprocess and _is_global(state):
+            state = self.host_state(state)
         return jax.device_get(self.algo.final_designs(state.algo))
+
+    def host_state(self, state: SearchState) -> SearchState:
+        """The whole state as numpy arrays on this process (a collective with several processes:
+        every process calls it); afterwards ``final_designs`` / ``hypervolume`` of it run locally."""
+        from .distributed import to_host
+        return to_host(state)
 
     # ------------------------------------------------------------------ host loop
     def run(self, seed: int, generations: int, chunk: int = 10,
@@ -158,7 +190,12 @@ class Search:
                 "history": []}
         state = None
         if resume and mgr is not None and mgr.latest_step() is not None:
-            abstract = jax.eval_shape(lambda: self.init(seed))
+            if self.mesh is not None:     # restore straight into the (global) shardings
+                host = jax.eval_shape(lambda: self._init_local(seed))
+                abstract = jax.tree_util.tree_map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                                                  host, self._sharding_tree(host))
+            else:
+                abstract = jax.eval_shape(lambda: self.init(seed))
             state, saved = mgr.restore(abstract)
             for k, v in meta["config"].items():
                 if k in saved["config"] and saved["config"][k] != v:
@@ -166,9 +203,11 @@ class Search:
                                      f"{k}={saved['config'][k]!r}, this run has {v!r}")
             meta["history"] = saved["history"]
             # design keys are internal: recompute them with this version's key function
-            state = state.replace(algo=jax.jit(self.algo.rehash)(state.algo))
             if self.mesh is not None:
-                state = jax.device_put(state, self._sharding_tree(state))
+                sh = self._sharding_tree(state.algo)
+                state = state.replace(algo=jax.jit(self.algo.rehash, out_shardings=sh)(state.algo))
+            else:
+                state = state.replace(algo=jax.jit(self.algo.rehash)(state.algo))
             if log:
                 log(f"resumed from {checkpoint_dir} at generation {int(state.algo.generation)}")
         elif mgr is not None and mgr.latest_step() is not None and not resume:
@@ -213,6 +252,11 @@ class Search:
         if mgr is not None:
             mgr.close()
         return state, meta["history"]
+
+
+def _is_global(tree) -> bool:
+    """True if some leaf is a jax.Array not wholly on this process."""
+    return any(isinstance(x, jax.Array) and not x.is_fully_addressable for x in jax.tree_util.tree_leaves(tree))
 
 
 class _Checkpoints:
