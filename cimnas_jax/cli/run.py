@@ -34,6 +34,8 @@ def main(argv):
     from cimnas_jax.pipeline import ConfigError, RunFolderError, check, config_from_flags, run
     if len(argv) > 1:
         fail(f"unexpected arguments {argv[1:]}; flags are --name=value")
+    from absl import logging
+    logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint save at INFO
     from cimnas_jax.cli.search import init_distributed_from_flags
     init_distributed_from_flags()        # before anything touches a JAX backend
     try:

@@ -38,6 +38,10 @@ class NSGA2(CategoricalEA):
 
     name = "nsga2"
     objective_counts = (2, 3, 4)
+    # non-dominated sort (F, active, stop_at) -> rank and first-front test (F, active) -> bool; the
+    # dense O(N^2)-memory versions (pareto.*_dense) can be swapped in as a benchmark peer
+    nondominated_rank = staticmethod(pareto.nondominated_rank)
+    first_front = staticmethod(pareto.first_front)
 
     def __init__(self, space: Any, popsize: int, n_objectives: int, **options):
         super().__init__(space, popsize, n_objectives, **options)
@@ -65,7 +69,7 @@ class NSGA2(CategoricalEA):
         """Non-dominated survival plus the archive update; returns (state, metrics)."""
         F, v = ops.sanitise(jnp.reshape(objectives, (x.shape[0], self.n_objectives)), violation)
         xh = self.design_key(x)
-        archive = pareto.update_archive(state.archive, x, F, v, xh)
+        archive = pareto.update_archive(state.archive, x, F, v, xh, front_fn=self.first_front)
         pool_x = jnp.concatenate([x, state.population])   # offspring first: ties keep the offspring
         pool_F = jnp.concatenate([F, state.objectives])
         pool_v = jnp.concatenate([v, state.violation])
@@ -77,7 +81,7 @@ class NSGA2(CategoricalEA):
         else:
             dup = jnp.zeros((n,), bool)
         feasible = (pool_v == 0) & ~dup
-        rank = pareto.nondominated_rank(pool_F, feasible, stop_at=self.popsize)
+        rank = self.nondominated_rank(pool_F, feasible, stop_at=self.popsize)
         crowd = pareto.crowding_distance(pool_F, rank)
         idx = jnp.arange(n, dtype=jnp.int32)
         _, _, _, _, order = jax.lax.sort(

@@ -184,6 +184,11 @@ def nondominated_rank(F, active, stop_at=None):
     return _rank_blocked(F, active, stop_at)
 
 
+def first_front_dense(F, active):
+    """``first_front`` by the dense N x N domination matrix (the benchmark peer)."""
+    return active & ~jnp.any(domination_matrix(F) & active[:, None], axis=0)
+
+
 def first_front(F, active):
     """bool [N]: active rows that no active row dominates (exact duplicates are all kept)."""
     if F.shape[1] <= 2:
@@ -231,7 +236,7 @@ def empty_archive(capacity: int, n_genes: int, n_obj: int) -> Archive:
                    filled=jnp.zeros((capacity,), bool))
 
 
-def update_archive(archive: Archive, x, F, violation, hashes) -> Archive:
+def update_archive(archive: Archive, x, F, violation, hashes, front_fn=None) -> Archive:
     """Merge feasible candidates into the archive, keep the non-dominated unique ones.
 
     When more than the capacity are non-dominated, the most crowded are dropped (boundary
@@ -244,7 +249,7 @@ def update_archive(archive: Archive, x, F, violation, hashes) -> Archive:
     ok = jnp.concatenate([archive.filled, (violation == 0) & jnp.all(jnp.isfinite(F), -1)])
     dup = ops.duplicate_mask(ph)  # archive entries first: an archived design is kept
     active = ok & ~dup
-    front = first_front(pF, active)
+    front = (front_fn or first_front)(pF, active)
     rank = jnp.where(front, 0, UNRANKED).astype(jnp.int32)
     crowd = crowding_distance(pF, rank)
     n = pF.shape[0]
