@@ -78,18 +78,10 @@ def _git_commit() -> str:
 def _model_fingerprint(backend: str, key_config) -> str:
     """sha256 of what determines the labels: the analytic model's source and technology
     files, or the CiMLoop configuration + versions. A resume across a change is refused."""
-    h = hashlib.sha256()
     if backend == "analytic":
-        import cimnas_jax.hw as hw_pkg
-        root = os.path.dirname(os.path.abspath(hw_pkg.__file__))
-        for dirpath, _, files in sorted(os.walk(root)):
-            for name in sorted(files):
-                if name.endswith((".py", ".json")):
-                    with open(os.path.join(dirpath, name), "rb") as f:
-                        h.update(name.encode() + f.read())
-    else:
-        h.update(json.dumps(key_config.key_dict(), sort_keys=True).encode())
-    return h.hexdigest()
+        from cimnas_jax.label.analytic_layers import analytic_model_fingerprint
+        return analytic_model_fingerprint()
+    return hashlib.sha256(json.dumps(key_config.key_dict(), sort_keys=True).encode()).hexdigest()
 
 
 def check_flags(v: dict) -> None:

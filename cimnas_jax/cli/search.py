@@ -206,7 +206,6 @@ def main(argv):
         fail(str(e))
     import os
 
-    import jax
     from cimnas_jax.report import search as report
     from cimnas_jax.search import Search, make_algorithm
     from cimnas_jax.space import get_space
