@@ -3,7 +3,8 @@
 #   1. GA with the 3x400 MLP fitness at populations 1e5 and 1e6 (float32 and bfloat16), ours
 #      (lax.scan chunks) and the naive peer (a Python loop of jitted generations) in the same run;
 #   2. the main job's real fitness (analytic CIM model + accuracy surrogate) at the same populations;
-#   3. NSGA-II generation time at 1e4 and 1e5 (sub-quadratic sort; the dense N x N peer where it fits);
+#   3. NSGA-II generation time at 1e4 and 1e5, 2 objectives (accuracy_edap) and 3 (energy,latency,area)
+#      (sub-quadratic sort; the dense N x N peer where it fits);
 #   4. where a GA generation's time goes at each population (ask / fitness / tell pieces);
 #   5. the main job end to end at population 1e5 (`python -m cimnas_jax run`, a few generations).
 # Every figure is printed with its unit; logs and JSON go to OUT_DIR.
@@ -11,8 +12,9 @@
 #   bash scripts/gpu_bench.sh OUT_DIR
 #   CIMNAS_GPU_BENCH_SIZES=tiny bash scripts/gpu_bench.sh /tmp/gb   # CPU check, tiny sizes (4 min here)
 #
-# Per-part limits (seconds, environment): MLP_S, REAL_S, NSGA2_S, PROFILE_S, E2E_S (full: 100 + 130 + 100
-# + 40 + 90 = 460 s at most); a part cut short prints what it had measured and the script goes on.
+# Per-part limits (seconds, environment): MLP_S, REAL_S, NSGA2_S, NSGA3_S, PROFILE_S, E2E_S (full:
+# 90 + 110 + 80 + 60 + 40 + 90 = 470 s at most); a part cut short prints what it had measured and the
+# script goes on.
 # Status: prepared without a GPU (none was lent to the session that wrote it): the tiny mode ran on the
 # 2-core CPU in 247 s (too slow for CI, so there is no CI test of it); the full sizes have not run yet.
 set -uo pipefail
@@ -23,11 +25,13 @@ export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" XLA_PYTHO
 SIZES=${CIMNAS_GPU_BENCH_SIZES:-full}
 if [ "$SIZES" = tiny ]; then
   POPS=256,512; NSGA_POPS=256,512; E2E_POP=256; CHUNK=2; NAIVE=2; NGEN=2; E2E_GEN=4
-  MLP_S=${MLP_S:-90}; REAL_S=${REAL_S:-90}; NSGA2_S=${NSGA2_S:-120}; PROFILE_S=${PROFILE_S:-60}; E2E_S=${E2E_S:-120}
+  MLP_S=${MLP_S:-90}; REAL_S=${REAL_S:-90}; NSGA2_S=${NSGA2_S:-120}; NSGA3_S=${NSGA3_S:-90}; PROFILE_S=${PROFILE_S:-60}
+  E2E_S=${E2E_S:-120}
   DENSE_GB=1
 else
   POPS=100000,1000000; NSGA_POPS=10000,100000; E2E_POP=100000; CHUNK=10; NAIVE=5; NGEN=3; E2E_GEN=6
-  MLP_S=${MLP_S:-100}; REAL_S=${REAL_S:-130}; NSGA2_S=${NSGA2_S:-100}; PROFILE_S=${PROFILE_S:-40}; E2E_S=${E2E_S:-90}
+  MLP_S=${MLP_S:-90}; REAL_S=${REAL_S:-110}; NSGA2_S=${NSGA2_S:-80}; NSGA3_S=${NSGA3_S:-60}; PROFILE_S=${PROFILE_S:-40}
+  E2E_S=${E2E_S:-90}
   DENSE_GB=60
 fi
 t0=$(date +%s)
@@ -49,6 +53,8 @@ part mlp "$MLP_S" $B --parts=mlp --mlp_dtypes=float32,bfloat16 --json_out="$OUT/
 part real "$REAL_S" $B --parts=real --json_out="$OUT/real.json"
 part nsga2 "$NSGA2_S" $B --parts=nsga2 --nsga2_populations="$NSGA_POPS" --nsga2_generations="$NGEN" \
   --dense_memory_gb="$DENSE_GB" --json_out="$OUT/nsga2.json"
+part nsga2_3obj "$NSGA3_S" $B --parts=nsga2 --nsga2_populations="$NSGA_POPS" --nsga2_generations="$NGEN" \
+  --nsga2_objective=energy,latency,area --dense_memory_gb="$DENSE_GB" --json_out="$OUT/nsga2_3obj.json"
 part profile "$PROFILE_S" $B --parts=profile --json_out="$OUT/profile.json"
 rm -rf "$OUT/e2e_run"
 part e2e "$E2E_S" python3 -m cimnas_jax run --population="$E2E_POP" --generations="$E2E_GEN" --chunk=2 \
