@@ -12,4 +12,5 @@ setup(
         "chex>=0.1.90", "absl-py>=2.1", "numpy>=1.26", "matplotlib>=3.8",
     ],
     extras_require={"bench": ["pymoo>=0.6.1"], "test": ["pytest>=8", "pymoo>=0.6.1"]},
+    entry_points={"console_scripts": ["cimnas-jax=cimnas_jax.cli:main"]},
 )

@@ -70,7 +70,8 @@ def write(out_dir, space, cfg, search, finalists, ver, provenance: dict, wall_se
     from cimnas_jax.pipeline.verify import best_accuracy
     acc_kind = ("fine-tuned/measured" if any(r.get("measured_accuracy") is not None for r in rows)
                 else "predicted by the surrogate")
-    pts = [dict(x=r["edap_j_s_mm2"], y=best_accuracy(r), label=r["design"], baseline=r["origin"] == "reference")
+    pts = [dict(x=r["edap_j_s_mm2"], y=best_accuracy(r), label=r["design"], baseline=r["origin"] == "reference",
+                ci=r.get("finetuned_ci95") if r.get("finetuned_accuracy") is not None else r.get("accuracy_ci95"))
            for r in rows]
     if all(p["y"] is None for p in pts):
         pts = [dict(p, y=1.0) for p in pts]
