@@ -67,12 +67,25 @@ class RunConfig:
     refine_tau_start: float = _f(1.0, "Gumbel-softmax temperature at the first step", lo=1e-6)
     refine_tau_end: float = _f(0.1, "Gumbel-softmax temperature at the last step", lo=1e-6)
     # ------------------------------------------------------------------ verify
-    verify_hw: str = _f("analytic", "hardware ground truth for verification", allowed="verify_hw")
+    verify_hw: str = _f("auto", "hardware ground truth for verification: cimloop (real CiMLoop; fails before the "
+                        "search when it is not installed), analytic (the embedded model), auto (CiMLoop where "
+                        "check_installation() passes, else the analytic model; the report says which and why)",
+                        allowed="verify_hw")
+    verify_tolerance: float = _f(0.05, "relative difference between the search model and the ground truth above "
+                                 "which a finalist is flagged", lo=0.0)
+    cimloop_models_dir: str = _f("", "CiMLoop workspace/models folder ('' = $CIMLOOP_MODELS_DIR)")
+    cimloop_workers: int = _f(0, "CiMLoop worker processes (0 = number of CPUs)", lo=0)
+    cimloop_timeout_s: float = _f(900.0, "seconds per CiMLoop layer evaluation before it is killed", lo=1.0)
+    cimloop_cache: str = _f("", "CiMLoop SQLite result cache ('' = $CIMNAS_CIMLOOP_CACHE or "
+                            "~/.cache/cimnas_jax/cimloop_results.sqlite)")
     measure_accuracy: bool = _f(True, "measure the finalists' accuracy with the space's supernet")
     supernet_dir: str = _f("", "supernet folder ('' = the space's shipped supernet)")
     data_dir: str = _f("", "image data: Fashion-MNIST IDX folder ('' = the Debian package's)")
-    test_images: int = _f(2000, "test images per accuracy measurement (0 = all 10 000)", lo=0)
-    finetune_steps: int = _f(0, "QAT fine-tuning steps for the best finalist and the baseline (0 = off)", lo=0)
+    test_images: int = _f(0, "test images per accuracy measurement (0 = all 10 000)", lo=0)
+    finetune_steps: int = _f(60, "QAT fine-tuning steps (batch 128) for the best finalists and the baseline "
+                             "(0 = off); accuracy is reported inherited and fine-tuned", lo=0)
+    finetune_designs: int = _f(1, "found designs fine-tuned besides the baseline (the best by verified EDAP / "
+                               "accuracy)", lo=0)
     # ------------------------------------------------------------------ run
     stages: str = _f(",".join(STAGES), "stages to run, comma-separated, in pipeline order; a later stage "
                                        "alone reuses the earlier stages' saved output in out_dir")
