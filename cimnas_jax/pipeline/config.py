@@ -124,6 +124,9 @@ class RunConfig:
         if order != sorted(order) or len(set(order)) != len(order):
             raise ConfigError(f"--stages={self.stages!r}: stages must be distinct and in pipeline order "
                               f"{','.join(STAGES)}")
+        if self.accuracy_floor and self.accuracy_source == "constant":
+            raise ConfigError(f"--accuracy_floor={self.accuracy_floor:g} needs a real accuracy source: with "
+                              "--accuracy_source=constant every design has the same accuracy")
         if self.refine_tau_end > self.refine_tau_start:
             raise ConfigError(f"--refine_tau_end={self.refine_tau_end:g} must be <= --refine_tau_start="
                               f"{self.refine_tau_start:g}")
