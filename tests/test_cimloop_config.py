@@ -13,7 +13,8 @@ import pytest
 
 from cimnas_jax.cimloop import backend as cl_backend
 from cimnas_jax.cimloop.config import (HW_FIELDS, LAYER_FIELDS, CimloopConfig, cache_key,
-                                       spec_inputs, workload_instance, workload_yaml)
+                                       canonical_record, spec_inputs, workload_instance, workload_yaml)
+from cimnas_jax.vocab import RecordError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 REF = SHARED / "cimloop_reference"
@@ -145,7 +146,10 @@ def test_cache_key_stable_and_sensitive_to_every_field():
         keys.add(cache_key(m, cfg))
     for f in HW_FIELDS:
         m = json.loads(json.dumps(r))
-        m["hw"][f] = r["hw"][f] * 2
+        if f == "technology_nm":  # the only other known node; its cell comes with it
+            m["hw"].update(technology_nm=7, cell="sram_sinangil_jssc_2021.cell.yaml")
+        else:
+            m["hw"][f] = r["hw"][f] * 2
         keys.add(cache_key(m, cfg))
     n_cfg = 0
     for fld in dataclasses.fields(CimloopConfig):
@@ -160,6 +164,62 @@ def test_cache_key_stable_and_sensitive_to_every_field():
     assert len(keys) == n_expected
     # models_dir (a path) is not part of the key; the version string is
     assert cache_key(r, dataclasses.replace(cfg, models_dir="/elsewhere")) == k
+
+
+def _sram_records():
+    p = SHARED / "cimloop_reference_sram7nm" / "layers.jsonl"
+    if not p.exists():
+        pytest.skip(f"../shared absent: {p}")
+    return [json.loads(line) for line in open(p)]
+
+
+def test_sram_record_spec_says_7nm_and_the_sram_cell():
+    # the 7 nm SRAM reference records: TECHNOLOGY, the cell override and ADC_RESOLUTION per record
+    recs = _sram_records()
+    assert {r["hw"]["adc_bits"] for r in recs} == {4, 5, 6, 7, 8}
+    for r in recs[::7]:
+        s = spec_inputs(r)
+        assert s["variables"]["TECHNOLOGY"] == 7
+        assert s["jinja_parse_data"] == {"cell_override": "sram_sinangil_jssc_2021.cell.yaml"}
+        assert s["variables"]["ADC_RESOLUTION"] == r["hw"]["adc_bits"]
+        assert s["variables"]["BITS_PER_CELL"] == 1
+    # the same layer built for the resnet50_sram7nm space (record_from_arrays with its technology)
+    from cimnas_jax.cimloop.config import record_from_arrays
+    lay = {"kind": 2, "C": 64, "M": 256, "R": 1, "S": 1, "P": 56, "Q": 56, "stride": 1, "groups": 1,
+           "input_bits": 8, "weight_bits": 6, "macs": 64 * 256 * 56 * 56}
+    hwf = {"voltage_v": 0.8, "bits_per_cell": 1, "clock_period_s": 1e-9, "rows": 512, "cols": 256,
+           "router_group": 4, "tiles": 16, "macros_per_tile": 16, "glb_bytes": 8 * 2 ** 20, "adc_bits": 5,
+           "n_adc_per_bank": 16}
+    rec = record_from_arrays(lay, hwf, technology="sram_7nm")
+    assert rec["hw"]["technology_nm"] == 7 and rec["hw"]["cell"] == "sram_sinangil_jssc_2021"
+    assert rec["hw"]["adc_bits"] == 5
+    s = spec_inputs(rec)
+    assert s["variables"]["TECHNOLOGY"] == 7 and s["variables"]["ADC_RESOLUTION"] == 5
+    assert s["jinja_parse_data"]["cell_override"] == "sram_sinangil_jssc_2021.cell.yaml"
+    rr = record_from_arrays(lay, {**hwf, "bits_per_cell": 4, "adc_bits": 8})   # default technology: RRAM 32 nm
+    assert rr["hw"]["technology_nm"] == 32 and rr["hw"]["cell"] == "rram_neurosim_default"
+    assert spec_inputs(rr)["jinja_parse_data"]["cell_override"] == "rram_neurosim_default.cell.yaml"
+
+
+def test_cache_key_names_the_cell_and_technology():
+    r = _records()[0]
+    assert "cell" not in r["hw"]                       # the RRAM reference records carry no cell
+    cfg = CimloopConfig()
+    k = cache_key(r, cfg)
+    # spelling the default cell out (with or without the suffix) is the same record
+    for c in ("rram_neurosim_default", "rram_neurosim_default.cell.yaml"):
+        assert cache_key({**r, "hw": {**r["hw"], "cell": c}}, cfg) == k
+    assert canonical_record(r)["hw"]["cell"] == "rram_neurosim_default"
+    # a different cell (with its node) is a different key; a pair no technology has is an error
+    # naming both fields, before any work
+    s = {**r, "hw": {**r["hw"], "cell": "sram_sinangil_jssc_2021", "technology_nm": 7}}
+    assert cache_key(s, cfg) != k
+    with pytest.raises(RecordError, match=r"hw.technology_nm=32 and hw.cell='sram_sinangil_jssc_2021'"):
+        cache_key({**r, "hw": {**r["hw"], "cell": "sram_sinangil_jssc_2021"}}, cfg)
+    with pytest.raises(RecordError, match="hw.technology_nm"):
+        spec_inputs({**r, "hw": {**r["hw"], "technology_nm": 45}})
+    # the cell is per record: the configuration has no cell any more
+    assert "cell_override" not in CimloopConfig().key_dict()
 
 
 def test_missing_fields_name_the_field():

@@ -226,16 +226,42 @@ def test_backend_records_and_cli(tmp_path):
     assert p.returncode == 0, p.stderr
     lines = [json.loads(l) for l in outp.read_text().splitlines()]
     assert [l["id"] for l in lines] == ["x", "s"] and lines[0]["result"]["energy_J"] > 0
-    assert "technology_nm" not in p.stderr
-    # a record whose hw.technology_nm contradicts the technology file chosen for it is counted on stderr
+    assert "technology_nm" not in p.stderr and "rejected" not in p.stderr
+    # a record whose hw.technology_nm and hw.cell name no known technology (32 nm with the SRAM cell)
+    # fails, alone, with an error naming both fields; the CLI counts it on stderr
     sram["hw"]["technology_nm"] = 32
-    jobs.write_text(json.dumps(sram) + "\n")
+    jobs.write_text(json.dumps(rec) + "\n" + json.dumps(sram) + "\n")
     p = subprocess.run([sys.executable, "-m", "cimnas_jax.hw", "--backend=analytic", f"--jobs={jobs}", f"--out={outp}"],
                        capture_output=True, text=True, env=env, cwd=ROOT)
-    assert p.returncode == 0 and "1 record(s) say hw.technology_nm=32" in p.stderr, p.stderr
+    assert p.returncode == 0 and "1 record(s) rejected" in p.stderr, p.stderr
+    lines = [json.loads(l) for l in outp.read_text().splitlines()]
+    assert lines[0]["status"] == "ok" and lines[1]["status"] == "error" and lines[1]["result"] is None
+    assert "hw.technology_nm=32" in lines[1]["error"] and "hw.cell=" in lines[1]["error"], lines[1]["error"]
     p = subprocess.run([sys.executable, "-m", "cimnas_jax.hw", "--backend=nope", f"--jobs={jobs}", f"--out={outp}"],
                        capture_output=True, text=True, env=env, cwd=ROOT)
     assert p.returncode != 0 and "--backend must be one of" in p.stderr
+
+
+def test_records_name_their_technology():
+    from cimnas_jax.hw.records import tech_name_for
+    from cimnas_jax.vocab import RecordError
+    assert tech_name_for({}) == "rram_32nm"                                # the RRAM reference records
+    assert tech_name_for({"technology_nm": 32}) == "rram_32nm"
+    assert tech_name_for({"technology_nm": 7}) == "sram_7nm"
+    assert tech_name_for({"cell": "sram_sinangil_jssc_2021.cell.yaml"}) == "sram_7nm"
+    assert tech_name_for({"technology_nm": 7, "cell": "sram_sinangil_jssc_2021"}) == "sram_7nm"
+    assert tech_name_for({"technology_nm": 32.0, "cell": "rram_neurosim_default.cell.yaml"}) == "rram_32nm"
+    for hw in ({"technology_nm": 32, "cell": "sram_sinangil_jssc_2021"}, {"technology_nm": 7, "cell": "rram_neurosim_default"},
+               {"technology_nm": 22}, {"cell": "pcm_cell"}):
+        with pytest.raises(RecordError, match="hw.technology_nm=.*hw.cell="):
+            tech_name_for(hw)
+    with pytest.raises(RecordError, match="hw.technology_nm"):
+        tech_name_for({"technology_nm": "seven"})
+    with pytest.raises(RecordError, match="hw.cell"):
+        tech_name_for({"cell": 7})
+    # the technology files are the source: their node and cell
+    assert load_technology("sram_7nm").cell_name == "sram_sinangil_jssc_2021"
+    assert load_technology("rram_32nm").cell_name == "rram_neurosim_default"
 
 
 def test_zero_padded_inactive_layers_keep_grads_finite(tech):

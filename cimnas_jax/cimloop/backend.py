@@ -256,12 +256,27 @@ class CimloopBackend:
         return cache_key(record, self.config)
 
     def evaluate_records(self, records: Sequence[Mapping], progress=None) -> list[dict]:
+        """Records whose fields cannot be canonicalised (a missing or non-numeric knob, a
+        technology_nm / cell pair no technology has) come back as ``status="error"`` naming the
+        field, without running anything; the rest go through the job runner."""
         cfg = dataclasses.asdict(self.config)
-        out, self.last_stats = run_records(
-            records, functools.partial(evaluate_layer, config=cfg), key_fn=self.key,
+        out: list = [None] * len(records)
+        good = []
+        for i, r in enumerate(records):
+            try:
+                self.key(r)
+                good.append(i)
+            except ValueError as e:  # RecordError and the workload checks
+                out[i] = {**dict(r), "status": "error", "result": None, "cache_key": None, "cache_hit": False,
+                          "error": f"record {r.get('id', i)!r}: {e}"}
+        done, self.last_stats = run_records(
+            [records[i] for i in good], functools.partial(evaluate_layer, config=cfg), key_fn=self.key,
             cache=self.cache, backend_name=self.name, workers=self.workers,
             timeout_s=self.timeout_s, retry_failed=self.retry_failed, progress=progress,
             on_worker_killed=_remove_job_dirs)
+        for i, r in zip(good, done):
+            out[i] = r
+        self.last_stats["n_rejected_input"] = len(records) - len(good)
         return out
 
 

@@ -83,6 +83,7 @@ def make_tech(name, coef, glb, extra=None):
     from cimnas_jax.hw.tech import technology_from_dict
     m = TECH_META[name]
     d = {"name": name, "version": "0", "node_nm": m["node_nm"], "cell": m["cell"], "default_adc_bits": 8.0,
+         "cell_name": m["cell_name"],
          "glb_area_table": glb, "absent_components": m.get("absent_components", []), "coefficients": {k: float(v) for k, v in coef.items()}}
     return technology_from_dict(d, f"<{name}>")
 
@@ -284,8 +285,7 @@ def calibrate(name: str, steps: int = 1500, out_path: str | None = None, log=pri
     tech = make_tech(name, coef, glb)
     version = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     tech = tech.replace(version=version)
-    d = technology_to_dict(tech, {"cell_name": TECH_META[name]["cell_name"],
-                                  "calibration": {"reference": str(ref_dir.name), "split": "oat + crc32(group)%10<6",
+    d = technology_to_dict(tech, {"calibration": {"reference": str(ref_dir.name), "split": "oat + crc32(group)%10<6",
                                                   "adam_steps": steps, "lbfgs_steps": lbfgs_steps, "metrics_held_out": m}})
     from cimnas_jax.hw.tech import TECH_DIR
     out = Path(out_path) if out_path else TECH_DIR / f"{name}.json"

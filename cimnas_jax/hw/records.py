@@ -9,26 +9,23 @@ import jax.numpy as jnp
 from cimnas_jax.workload import HardwareParams, make_layer_table
 from cimnas_jax.hw.model import ENERGY_COMPONENTS, chip_area, layer_model
 from cimnas_jax.hw.tech import Technology, load_technology
+from cimnas_jax.vocab import RecordError, resolve_technology
 
 KINDS = {"conv": 0, "depthwise": 1, "pointwise": 2, "fc": 3}
 GLB_WORD_BYTES = 256  # CiMLoop glb word = 2048 bits
 
 
-class RecordError(ValueError):
-    """A job record is malformed (message names the record and field)."""
-
-
 def tech_name_for(hw: dict) -> str:
-    """Technology file selected by a record's hw (cell overrides node; default rram_32nm)."""
-    cell = str(hw.get("cell", "")).lower()
-    if "sram" in cell:
-        return "sram_7nm"
-    if "rram" in cell:
-        return "rram_32nm"
-    node = hw.get("technology_nm")
-    if node is not None and float(node) <= 10:
-        return "sram_7nm"
-    return "rram_32nm"
+    """Technology file a record's ``hw`` names (``hw.technology_nm`` + ``hw.cell``; neither: rram_32nm).
+    A pair that no technology file has raises ``RecordError`` naming both fields."""
+    return resolve_technology(hw).name
+
+
+def error_record(rec, message: str) -> dict:
+    """Copy of ``rec`` marked as failed: status "error", the message, no result."""
+    r = dict(rec)
+    r.update(status="error", error=message, result=None)
+    return r
 
 
 def _get(d, k, rid):
@@ -97,7 +94,12 @@ def evaluate_records(recs: list[dict], tech_name: str | None = None) -> list[dic
         hw = r.get("hw") if isinstance(r, dict) else None
         if not isinstance(hw, dict):
             raise RecordError(f"record {i} ({r.get('id', '?') if isinstance(r, dict) else r!r}): missing field 'hw'")
-        by_tech.setdefault(tech_name or tech_name_for(hw), []).append(i)
+        try:
+            name = tech_name or tech_name_for(hw)
+        except RecordError as e:  # the record names no known technology: it fails, alone
+            out[i] = error_record(r, f"record {r.get('id', i)!r}: {e}")
+            continue
+        by_tech.setdefault(name, []).append(i)
     for tname, idx in by_tech.items():
         tech = load_technology(tname)
         layers, hw = records_to_arrays([recs[i] for i in idx], tech)

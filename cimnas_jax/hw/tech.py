@@ -87,6 +87,7 @@ class Technology:
     name: str = flax.struct.field(pytree_node=False, default="")
     node_nm: float = flax.struct.field(pytree_node=False, default=32.0)
     cell_type: str = flax.struct.field(pytree_node=False, default="RRAM")
+    cell_name: str = flax.struct.field(pytree_node=False, default="")   # CiMLoop cell file (no .cell.yaml)
     cell_area_m2: float = flax.struct.field(pytree_node=False, default=0.0)
     max_bits_per_cell: int = flax.struct.field(pytree_node=False, default=8)
     default_adc_bits: float = flax.struct.field(pytree_node=False, default=8.0)
@@ -148,6 +149,9 @@ def technology_from_dict(d: dict, where: str = "<dict>") -> Technology:
     unknown = sorted(set(coefs) - set(ALL_COEFFICIENT_NAMES))
     if unknown:
         raise TechnologyError(f"technology file {where}: unknown field(s) in 'coefficients': {unknown}")
+    cell_name = d.get("cell_name", "")
+    if not isinstance(cell_name, str):
+        raise TechnologyError(f"technology file {where}: field 'cell_name' must be a string (CiMLoop cell file name)")
     absent = d.get("absent_components", [])
     known = ("cim_unit", "row_drivers", "column_drivers", "adc", "input_buffer", "output_buffer", "router", "glb")
     if not isinstance(absent, list) or any(a not in known for a in absent):
@@ -155,7 +159,7 @@ def technology_from_dict(d: dict, where: str = "<dict>") -> Technology:
     # numpy (not jax) leaves: a technology loaded inside a jit trace must not hold tracers
     return Technology(coef=coef, glb_ln_bytes=np.log(np.asarray(kb, np.float32)),
                       glb_ln_area=np.log(np.asarray(ka, np.float32)), name=name, node_nm=node,
-                      cell_type=ctype, cell_area_m2=area, max_bits_per_cell=int(mbpc),
+                      cell_type=ctype, cell_name=cell_name, cell_area_m2=area, max_bits_per_cell=int(mbpc),
                       default_adc_bits=adc, version=version, absent_components=tuple(absent))
 
 
@@ -165,6 +169,7 @@ def technology_to_dict(tech: Technology, extra: dict | None = None) -> dict:
         "name": tech.name, "version": tech.version, "node_nm": tech.node_nm,
         "cell": {"type": tech.cell_type, "area_m2": tech.cell_area_m2, "max_bits_per_cell": tech.max_bits_per_cell},
         "default_adc_bits": tech.default_adc_bits,
+        **({"cell_name": tech.cell_name} if tech.cell_name else {}),
         "absent_components": list(tech.absent_components),
         "glb_area_table": {"bytes": [float(round(math.exp(float(v)))) for v in tech.glb_ln_bytes],
                            "area_m2": [float(math.exp(float(v))) for v in tech.glb_ln_area]},
