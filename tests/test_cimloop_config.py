@@ -1,5 +1,6 @@
 """CiMLoop spec variables, workload files, cache keys, output parsing: no CiMLoop needed."""
 import dataclasses
+import shutil
 import json
 import os
 import re
@@ -281,3 +282,78 @@ def test_get_backend_cimloop_without_cimloop_is_a_clear_error(monkeypatch):
     monkeypatch.delenv("CIMLOOP_MODELS_DIR", raising=False)
     with pytest.raises(Exception, match="CIMLOOP_MODELS_DIR"):
         hw.get_backend("cimloop")
+
+
+def _fake_stack(root):
+    """A fake installed stack: a CiMLoop checkout (git), a timeloop-mapper wrapper script on PATH that
+    execs the real binary (with its libtimeloop next to it), and a site folder with accelergy, the
+    library plug-in (distribution "library") and a metadata-less pytimeloop/timeloopfe package."""
+    models = root / "cimloop" / "workspace" / "models"
+    models.mkdir(parents=True)
+    (models / "top.yaml.jinja2").write_text("top\n")
+    git = lambda *a: subprocess.run(["git", "-C", str(root / "cimloop"), *a], check=True, capture_output=True)
+    git("init", "-q")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "add", ".")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "x")
+    prefix = root / "prefix"
+    (prefix / "bin").mkdir(parents=True)
+    (prefix / "lib").mkdir()
+    (prefix / "bin" / "timeloop-mapper").write_bytes(b"\x7fELF timeloop 4cf6d4c")
+    (prefix / "lib" / "libtimeloop-mapper.so").write_bytes(b"\x7fELF lib 4cf6d4c")
+    wrap = root / "bin" / "timeloop-mapper"
+    wrap.parent.mkdir()
+    wrap.write_text(f"#!/bin/sh\nLD_LIBRARY_PATH={prefix}/lib exec {prefix}/bin/timeloop-mapper \"$@\"\n")
+    wrap.chmod(0o755)
+    site = root / "site"
+    for name, ver, rec in (("accelergy", "0.4", "accelergy/__init__.py,sha256=aaa,10\n"),
+                           ("library", "0.1", "../../../share/accelergy/estimation_plug_ins/accelergy-library-plugin/"
+                                              "accelergywrapper.py,sha256=bbb,10\n")):
+        d = site / f"{name}-{ver}.dist-info"
+        d.mkdir(parents=True)
+        (d / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {ver}\n")
+        (d / "RECORD").write_text(rec)
+    fe = site / "pytimeloop" / "timeloopfe"
+    fe.mkdir(parents=True)
+    (site / "pytimeloop" / "__init__.py").write_text("")
+    (fe / "__init__.py").write_text("v = 1\n")
+    return models, prefix, site
+
+
+def test_stack_version_names_every_part_and_changes_the_key(tmp_path, monkeypatch):
+    from cimnas_jax.cimloop.stack import stack_version
+    models, prefix, site = _fake_stack(tmp_path)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:/usr/bin:/bin")
+    monkeypatch.delenv("TIMELOOP_SRC_DIR", raising=False)
+    rec = {"layer": {"kind": "pointwise", "C": 40, "M": 240, "R": 1, "S": 1, "P": 28, "Q": 28, "stride": 1,
+                     "groups": 1}, "input_bits": 8, "weight_bits": 8,
+           "hw": {"voltage": 0.7, "bits_per_cell": 4, "base_latency_s": 4e-9, "rows": 128, "cols": 128,
+                  "router_group": 8, "tiles": 16, "macros_per_tile": 16, "glb_depth_words": 32768}}
+    v0 = stack_version(str(models), path=[str(site)])
+    parts = dict(p.split("=", 1) for p in v0.split(";"))
+    assert set(parts) == {"cimloop", "timeloop-mapper", "accelergy", "library", "pytimeloop.timeloopfe", "pytimeloop"}
+    assert len(parts["cimloop"]) == 40 and parts["timeloop-mapper"].startswith("sha256:")
+    assert "libs:" in parts["timeloop-mapper"] and parts["accelergy"].startswith("0.4+record:")
+    assert stack_version(str(models), path=[str(site)]) == v0          # deterministic
+    key = lambda v: cache_key(rec, CimloopConfig(version=v))
+    seen = {key(v0)}
+
+    def changed(what):
+        v = stack_version(str(models), path=[str(site)])
+        assert v != v0 and key(v) not in seen, what
+        seen.add(key(v))
+
+    (prefix / "bin" / "timeloop-mapper").write_bytes(b"\x7fELF timeloop rebuilt")
+    changed("timeloop binary (through its wrapper)")
+    (prefix / "lib" / "libtimeloop-mapper.so").write_bytes(b"\x7fELF lib rebuilt")
+    changed("libtimeloop")
+    (site / "library-0.1.dist-info" / "RECORD").write_text("../share/accelergy/estimation_plug_ins/x.py,sha256=ccc,10\n")
+    changed("library plug-in files")
+    (site / "accelergy-0.4.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: accelergy\nVersion: 0.5\n")
+    changed("accelergy version")
+    (site / "pytimeloop" / "timeloopfe" / "__init__.py").write_text("v = 2\n")
+    changed("timeloopfe source")
+    (models / "top.yaml.jinja2").write_text("edited\n")
+    changed("uncommitted CiMLoop model edit")
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    if shutil.which("timeloop-mapper") is None:
+        changed("timeloop-mapper absent")

@@ -16,11 +16,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
-import importlib.metadata
 import math
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +27,7 @@ from typing import Mapping, Sequence
 from .cache import ResultCache
 from .config import CimloopConfig, cache_key, canonical_record, spec_inputs, workload_yaml
 from .runner import run_records
+from .stack import stack_version
 from .totals import COMPONENTS
 
 ENV_MODELS_DIR = "CIMLOOP_MODELS_DIR"
@@ -85,27 +84,6 @@ def check_installation(models_dir: str | None = None) -> dict:
     if missing:
         raise CimloopUnavailable(f"{missing} not on PATH. {INSTALL_HINT}")
     return {"models_dir": models, "scripts_dir": scripts, "version": stack_version(models)}
-
-
-def _git_head(path: str) -> str:
-    try:
-        return subprocess.run(["git", "-C", path, "rev-parse", "HEAD"], capture_output=True,
-                              text=True, timeout=10).stdout.strip() or "nogit"
-    except Exception:  # noqa: BLE001
-        return "nogit"
-
-
-def stack_version(models_dir: str) -> str:
-    """CiMLoop commit + installed package versions: part of every cache key."""
-    parts = [f"cimloop={_git_head(models_dir)}"]
-    for dist in ("timeloopfe", "pytimeloop", "accelergy", "accelergy-neurosim-plug-in",
-                 "accelergy-adc-plug-in", "accelergy-cacti-plug-in",
-                 "accelergy-library-plug-in"):
-        try:
-            parts.append(f"{dist}={importlib.metadata.version(dist)}")
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return ";".join(parts)
 
 
 def _set_attribute(spec, path: str, value) -> None:
