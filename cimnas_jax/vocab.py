@@ -32,6 +32,7 @@ class TechnologyId:
     node_nm: float
     cell: str
     default_adc_bits: float = 8.0
+    max_bits_per_cell: int = 8
 
     def describe(self) -> str:
         return f"{self.name} (technology_nm {self.node_nm:g}, cell {self.cell})"
@@ -54,7 +55,8 @@ def technology_catalog(tech_dir: str | None = None) -> tuple[TechnologyId, ...]:
     for p in sorted(Path(tech_dir or TECH_DIR).glob("*.json")):
         d = json.loads(p.read_text())
         out.append(TechnologyId(name=str(d.get("name", p.stem)), node_nm=float(d["node_nm"]),
-                                cell=str(d.get("cell_name", "")), default_adc_bits=float(d.get("default_adc_bits", 8))))
+                                cell=str(d.get("cell_name", "")), default_adc_bits=float(d.get("default_adc_bits", 8)),
+                                max_bits_per_cell=int(d.get("cell", {}).get("max_bits_per_cell", 8))))
     return tuple(out)
 
 
@@ -90,3 +92,82 @@ def resolve_technology(hw: Mapping) -> TechnologyId:
         raise RecordError(f"{said} match no known technology (known: {known})")
     raise RecordError(f"{said} match several technologies ({', '.join(t.name for t in hits)}); give both fields "
                       f"(known: {known})")
+
+
+# --------------------------------------------------------------------------- layer kinds
+# LayerTable.kind codes; the names are the reference records' ``layer.kind``
+KIND_CONV, KIND_DEPTHWISE, KIND_POINTWISE, KIND_FC = 0, 1, 2, 3
+KIND_NAMES = ("conv", "depthwise", "pointwise", "fc")          # index = code
+KIND_CODES = {name: code for code, name in enumerate(KIND_NAMES)}
+
+
+# --------------------------------------------------------------------------- record fields
+GLB_WORD_BYTES = 256  # CiMLoop's glb.attributes.depth counts 2048-bit words: bytes = words x 256
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    """One numeric field of a reference-format record and its allowed range.
+
+    ``key``: the record's name (inside ``layer`` / ``hw`` or top level); ``param``: the
+    LayerTable / HardwareParams field it fills, ``param = record value x scale``; ``integer``:
+    a whole number; ``lo``..``hi`` inclusive (``lo_open``: strictly above ``lo``); ``unit``.
+    """
+
+    key: str
+    param: str
+    integer: bool
+    lo: float
+    hi: float | None = None
+    lo_open: bool = False
+    scale: float = 1.0
+    unit: str = ""
+
+    def allowed(self) -> str:
+        kind = "a whole number" if self.integer else "a number"
+        lo = f"> {self.lo:g}" if self.lo_open else f">= {self.lo:g}"
+        rng = f"{lo}" if self.hi is None else f"in {self.lo:g}..{self.hi:g}"
+        return f"{kind} {rng}" + (f" ({self.unit})" if self.unit else "")
+
+    def check(self, value, where: str) -> float:
+        """The value as float, or ``RecordError`` naming ``where`` and the allowed range."""
+        bad = (value is None or isinstance(value, bool) or not isinstance(value, (int, float))
+               or not math.isfinite(float(value)))
+        if not bad:
+            v = float(value)
+            bad = ((v <= self.lo) if self.lo_open else (v < self.lo)) or (self.hi is not None and v > self.hi) \
+                or (self.integer and v != round(v))
+        if bad:
+            raise RecordError(f"field {where!r} must be {self.allowed()}, got {value!r}")
+        return float(value)
+
+
+# layer shape (``record["layer"]``): output sizes P, Q; a depthwise layer has C = M = channels
+LAYER_DIM_FIELDS = tuple(Field(k, k, True, 1.0) for k in ("C", "M", "R", "S", "P", "Q", "stride"))
+# precision (top level of a record)
+BIT_FIELDS = (Field("input_bits", "input_bits", True, 1.0, 16.0, unit="bit"),
+              Field("weight_bits", "weight_bits", True, 1.0, 16.0, unit="bit"))
+# hardware knobs (``record["hw"]``) <-> cimnas_jax.workload.HardwareParams, with unit conversion
+HW_RECORD_FIELDS = (
+    Field("voltage", "voltage_v", False, 0.0, lo_open=True, unit="V"),
+    Field("bits_per_cell", "bits_per_cell", True, 1.0),
+    Field("base_latency_s", "clock_period_s", False, 0.0, lo_open=True, unit="s"),   # CiMLoop BASE_LATENCY
+    Field("rows", "rows", True, 1.0),
+    Field("cols", "cols", True, 1.0),
+    Field("router_group", "router_group", True, 1.0),
+    Field("tiles", "tiles", True, 1.0),
+    Field("macros_per_tile", "macros_per_tile", True, 1.0),
+    Field("glb_depth_words", "glb_bytes", True, 1.0, scale=GLB_WORD_BYTES, unit="2048-bit words"),
+    Field("adc_bits", "adc_bits", True, 4.0, 16.0, unit="bit"),       # the accelergy ADC plug-in needs >= 4
+    Field("n_adc_per_bank", "n_adc_per_bank", True, 1.0),
+)
+HW_RECORD_DEFAULTS = {"n_adc_per_bank": 16.0}   # adc_bits defaults to the technology's default_adc_bits
+HW_PARAM_FIELDS = tuple(f.param for f in HW_RECORD_FIELDS)   # HardwareParams field order
+FIELDS_BY_KEY = {f.key: f for f in LAYER_DIM_FIELDS + BIT_FIELDS + HW_RECORD_FIELDS}
+
+
+def check_bits_per_cell(value: float, tech: TechnologyId, where: str = "hw.bits_per_cell") -> None:
+    """A cell stores at most its technology's ``max_bits_per_cell`` bits (SRAM: 1)."""
+    if value > tech.max_bits_per_cell:
+        raise RecordError(f"field {where!r} must be a whole number in 1..{tech.max_bits_per_cell} for {tech.name} "
+                          f"(cell {tech.cell}), got {value:g}")

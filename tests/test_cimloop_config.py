@@ -148,7 +148,7 @@ def test_cache_key_stable_and_sensitive_to_every_field():
     for f in HW_FIELDS:
         m = json.loads(json.dumps(r))
         if f == "technology_nm":  # the only other known node; its cell comes with it
-            m["hw"].update(technology_nm=7, cell="sram_sinangil_jssc_2021.cell.yaml")
+            m["hw"].update(technology_nm=7, cell="sram_sinangil_jssc_2021.cell.yaml", bits_per_cell=1)
         else:
             m["hw"][f] = r["hw"][f] * 2
         keys.add(cache_key(m, cfg))
@@ -213,8 +213,9 @@ def test_cache_key_names_the_cell_and_technology():
     assert canonical_record(r)["hw"]["cell"] == "rram_neurosim_default"
     # a different cell (with its node) is a different key; a pair no technology has is an error
     # naming both fields, before any work
-    s = {**r, "hw": {**r["hw"], "cell": "sram_sinangil_jssc_2021", "technology_nm": 7}}
+    s = {**r, "hw": {**r["hw"], "cell": "sram_sinangil_jssc_2021", "technology_nm": 7, "bits_per_cell": 1}}
     assert cache_key(s, cfg) != k
+    assert cache_key(s, cfg) != cache_key({**r, "hw": {**r["hw"], "bits_per_cell": 1}}, cfg)   # same knobs, the other technology
     with pytest.raises(RecordError, match=r"hw.technology_nm=32 and hw.cell='sram_sinangil_jssc_2021'"):
         cache_key({**r, "hw": {**r["hw"], "cell": "sram_sinangil_jssc_2021"}}, cfg)
     with pytest.raises(RecordError, match="hw.technology_nm"):
@@ -357,3 +358,35 @@ def test_stack_version_names_every_part_and_changes_the_key(tmp_path, monkeypatc
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
     if shutil.which("timeloop-mapper") is None:
         changed("timeloop-mapper absent")
+
+
+def test_cimloop_path_rejects_bad_fields_before_any_work():
+    # the same allowed ranges as the analytic path: a bad record never reaches CiMLoop (its key fails,
+    # naming the field; CimloopBackend.evaluate_records turns that into an error record)
+    r = _records()[0]
+    for where, f, v in (("layer", "C", 0), ("layer", "stride", -1), ("hw", "rows", 0), ("hw", "voltage", -0.7),
+                        ("hw", "adc_bits", "x"), ("hw", "adc_bits", None), ("hw", "glb_depth_words", 0),
+                        ("hw", "bits_per_cell", 0), ("top", "input_bits", 0)):
+        m = json.loads(json.dumps(r))
+        (m if where == "top" else m[where])[f] = v
+        name = f if where == "top" else f"{where}.{f}"
+        with pytest.raises(RecordError, match=re.escape(name)):
+            cache_key(m, CimloopConfig())
+    with pytest.raises(RecordError, match="hw.bits_per_cell.*1..1"):
+        cache_key({**r, "hw": {**r["hw"], "technology_nm": 7, "bits_per_cell": 4}}, CimloopConfig())
+
+
+def test_cimloop_backend_returns_bad_records_as_errors(monkeypatch, tmp_path):
+    # without CiMLoop: a backend object whose installation check is bypassed; the bad record must come
+    # back as an error without the job runner seeing it
+    b = cl_backend.CimloopBackend.__new__(cl_backend.CimloopBackend)
+    b.config, b.workers, b.timeout_s, b.retry_failed = CimloopConfig(version="t"), 1, 10, False
+    from cimnas_jax.cimloop import ResultCache
+    b.cache = ResultCache(":memory:")
+    seen = []
+    monkeypatch.setattr(cl_backend, "run_records", lambda recs, *a, **k: (seen.extend(recs) or [], {}))
+    r = _records()[0]
+    bad = {**r, "id": "bad", "hw": {**r["hw"], "cell": "sram_sinangil_jssc_2021"}}
+    out = b.evaluate_records([bad])
+    assert seen == [] and out[0]["status"] == "error" and "hw.cell" in out[0]["error"]
+    assert "hw.technology_nm=32" in out[0]["error"] and b.last_stats["n_rejected_input"] == 1

@@ -180,6 +180,12 @@ def _tech_dict(name="rram_32nm"):
     (lambda d: d["glb_area_table"].__setitem__("bytes", [1.0]), "glb_area_table"),
     (lambda d: d.pop("cell"), "cell"),
     (lambda d: d["coefficients"].__setitem__("typo_coef", 1.0), "typo_coef"),
+    (lambda d: d["coefficients"].__setitem__("cim_slice_a", -0.3), "coefficients.cim_slice_a"),
+    (lambda d: d["coefficients"].__setitem__("cim_slice_b", -1.0), "coefficients.cim_slice_b"),
+    (lambda d: d["coefficients"].__setitem__("glb_psum", -0.5), "coefficients.glb_psum"),
+    (lambda d: d["coefficients"].__setitem__("adc_fom_slope", -2.0), "coefficients.adc_fom_slope"),
+    (lambda d: d["coefficients"].__setitem__("ok_theta", 0.0), "coefficients.ok_theta"),
+    (lambda d: d.__setitem__("cell_name", 3), "cell_name"),
 ])
 def test_bad_technology_file_names_field(mutate, field, tmp_path):
     d = _tech_dict()
@@ -275,3 +281,85 @@ def test_zero_padded_inactive_layers_keep_grads_finite(tech):
     assert np.all(np.isfinite(g))
     r = _jit_eval(tech, L, H)
     assert bool(r.valid[0]) and float(r.layer_energy_j[0, 1]) == 0.0
+
+
+def _good_record(**hw):
+    return {"id": "good", "layer": {"name": "pw", "kind": "pointwise", "C": 40, "M": 240, "R": 1, "S": 1, "P": 28,
+                                    "Q": 28, "stride": 1, "groups": 1, "macs": 7526400},
+            "input_bits": 8, "weight_bits": 8,
+            "hw": {"voltage": 0.7, "bits_per_cell": 4, "base_latency_s": 4e-9, "rows": 128, "cols": 128,
+                   "router_group": 8, "tiles": 16, "macros_per_tile": 16, "glb_depth_words": 32768, **hw}}
+
+
+_BAD = [("layer", k, v) for k in ("C", "M", "R", "S", "P", "Q", "stride") for v in (0, -3)] + [
+    ("top", "input_bits", 0), ("top", "weight_bits", -8), ("top", "input_bits", None),
+    ("hw", "voltage", 0), ("hw", "voltage", -0.7), ("hw", "bits_per_cell", 0), ("hw", "base_latency_s", 0.0),
+    ("hw", "base_latency_s", -4e-9), ("hw", "rows", 0), ("hw", "cols", -128), ("hw", "router_group", 0),
+    ("hw", "tiles", 0), ("hw", "macros_per_tile", -16), ("hw", "glb_depth_words", 0), ("hw", "adc_bits", 0),
+    ("hw", "adc_bits", "x"), ("hw", "adc_bits", None), ("hw", "adc_bits", 2), ("hw", "n_adc_per_bank", 0),
+    ("hw", "voltage", "NaN"), ("hw", "rows", 127.5), ("hw", "tiles", True), ("layer", "C", None),
+    ("layer", "P", "28"), ("hw", "rows", "missing"), ("layer", "kind", "attention"),
+]
+
+
+@pytest.mark.parametrize("where,field,value", _BAD, ids=[f"{w}.{f}={v!r}" for w, f, v in _BAD])
+def test_bad_record_field_is_an_error_record_naming_it(where, field, value):
+    rec = _good_record()
+    d = rec if where == "top" else rec[where]
+    if value == "missing":
+        del d[field]
+    else:
+        d[field] = value
+    good, bad = get_backend("analytic").evaluate_records([_good_record(), rec])
+    assert good["status"] == "ok" and good["result"]["energy_J"] > 0
+    assert bad["status"] == "error" and bad["result"] is None
+    name = field if where == "top" else f"{where}.{field}"
+    assert name in bad["error"], bad["error"]
+    if field != "kind":
+        assert "must be" in bad["error"] and ("whole number" in bad["error"] or "number" in bad["error"]), bad["error"]
+        assert (">" in bad["error"] or ".." in bad["error"]), bad["error"]   # the allowed range
+
+
+def test_bits_per_cell_above_the_cell_maximum_is_rejected():
+    sram = _good_record(cell="sram_sinangil_jssc_2021", technology_nm=7, bits_per_cell=4)
+    (r,) = get_backend("analytic").evaluate_records([sram])
+    assert r["status"] == "error" and "hw.bits_per_cell" in r["error"] and "1..1" in r["error"], r["error"]
+
+
+def test_unphysical_coefficients_never_read_ok(monkeypatch):
+    # a technology whose coefficients give a negative array energy (not loadable from a file, built in
+    # code): the design is invalid and the record an error, never "ok" with a negative energy
+    bad = load_technology("rram_32nm").replace_coef({**load_technology("rram_32nm").coef,
+                                                     "cim_slice_a": -40.0, "cim_slice_b": -40.0})
+    # (8-bit weights on 3-bit cells: a partial last slice, whose read cost is a + b x level)
+    r = evaluate_layer_table(bad, _layers(1), _hw(1, bits_per_cell=3.0))
+    assert float(r.energy_j[0]) < 0 and not bool(r.valid[0])
+    from cimnas_jax.hw import records
+    monkeypatch.setattr(records, "load_technology", lambda name: bad)
+    (out,) = records.evaluate_records([_good_record(bits_per_cell=3)])
+    assert out["status"] == "error" and "non-positive" in out["error"] and "energy_J" in out["error"], out["error"]
+    slow = bad.replace_coef({**bad.coef, "cim_slice_a": 1.0, "cim_slice_b": 1.0, "ln_e_glb_in": float("inf")})
+    monkeypatch.setattr(records, "load_technology", lambda name: slow)
+    (out,) = records.evaluate_records([_good_record()])
+    assert out["status"] == "error" and "non-finite" in out["error"], out["error"]
+
+
+def test_cli_output_never_holds_nan_or_infinity(tmp_path):
+    good = json.dumps(_good_record())
+    lines = [good, good.replace('"voltage": 0.7', '"voltage": NaN'), good.replace('"rows": 128', '"rows": Infinity'),
+             good.replace('"cols": 128', '"cols": -Infinity'), good.replace('"adc_bits"', '"x"').replace(
+                 '"glb_depth_words": 32768', '"glb_depth_words": 32768, "adc_bits": null')]
+    jobs, outp = tmp_path / "jobs.jsonl", tmp_path / "out.jsonl"
+    jobs.write_text("\n".join(lines) + "\n")
+    env = {"PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin"}
+    p = subprocess.run([sys.executable, "-m", "cimnas_jax.hw", "--backend=analytic", f"--jobs={jobs}", f"--out={outp}"],
+                       capture_output=True, text=True, env=env, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    assert "4 record(s) rejected" in p.stderr, p.stderr
+    text = outp.read_text()
+    def no_constants(c):
+        raise AssertionError(f"bare {c} in the output")
+    out = [json.loads(l, parse_constant=no_constants) for l in text.splitlines()]
+    assert [o["status"] for o in out] == ["ok", "error", "error", "error", "error"]
+    for o, field in zip(out[1:], ("hw.voltage", "hw.rows", "hw.cols", "hw.adc_bits")):
+        assert field in o["error"], o["error"]

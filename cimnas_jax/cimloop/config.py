@@ -12,7 +12,8 @@ import json
 import math
 from typing import Any, Mapping
 
-from cimnas_jax.vocab import CELL_FILE_SUFFIX, DEFAULT_TECHNOLOGY, RecordError, resolve_technology, technology_by_name
+from cimnas_jax.vocab import (CELL_FILE_SUFFIX, DEFAULT_TECHNOLOGY, FIELDS_BY_KEY, RecordError, check_bits_per_cell,
+                              resolve_technology, technology_by_name)
 
 KINDS = ("conv", "depthwise", "pointwise", "fc")  # index = LayerTable.kind code
 
@@ -113,6 +114,8 @@ def canonical_layer(layer: Mapping) -> dict:
         raise RecordError(f"layer.kind={kind!r}; allowed {KINDS}")
     out = {"kind": kind}
     for f in LAYER_FIELDS[1:]:
+        if f in FIELDS_BY_KEY:   # range check (groups: any whole number, checked by workload_instance)
+            FIELDS_BY_KEY[f].check(layer[f], f"layer.{f}")
         out[f] = _num(layer[f], True, f"layer.{f}")
     return out
 
@@ -130,6 +133,10 @@ def canonical_hw(hw: Mapping) -> dict:
     missing = [f for f in HW_FIELDS if f not in full]
     if missing:
         raise RecordError(f"hw record lacks fields {missing}; needs {list(HW_FIELDS)}")
+    for f in HW_FIELDS:   # allowed ranges (cimnas_jax.vocab), the same checks as the analytic path's
+        if f in FIELDS_BY_KEY:
+            FIELDS_BY_KEY[f].check(full[f], f"hw.{f}")
+    check_bits_per_cell(float(full["bits_per_cell"]), tech)
     out = {f: _num(full[f], f in INT_HW_FIELDS, f"hw.{f}") for f in HW_FIELDS}
     out[HW_CELL] = tech.cell
     return out
@@ -140,6 +147,8 @@ def canonical_record(record: Mapping) -> dict:
     for f in ("layer", "input_bits", "weight_bits", "hw"):
         if f not in record:
             raise RecordError(f"record lacks field {f!r}")
+    for f in ("input_bits", "weight_bits"):
+        FIELDS_BY_KEY[f].check(record[f], f)
     return {
         "layer": canonical_layer(record["layer"]),
         "input_bits": _num(record["input_bits"], True, "input_bits"),

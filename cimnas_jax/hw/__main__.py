@@ -39,8 +39,8 @@ def run(backend_name: str, jobs: str, out: str, technology: str = "") -> int:
     for n, line in enumerate(src.read_text().splitlines(), 1):
         if not line.strip():
             continue
-        try:
-            r = json.loads(line)
+        try:  # NaN / Infinity literals stay strings: the record is then rejected naming the field
+            r = json.loads(line, parse_constant=str)
         except json.JSONDecodeError as e:
             raise app.UsageError(f"--jobs {jobs}: line {n} is not valid JSON ({e})")
         if not isinstance(r, dict):
@@ -51,7 +51,7 @@ def run(backend_name: str, jobs: str, out: str, technology: str = "") -> int:
     res = backend.evaluate_records(recs)
     dst = Path(out)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(dst, "".join(json.dumps(r) + "\n" for r in res))
+    atomic_write(dst, "".join(json.dumps(r, allow_nan=False) + "\n" for r in res))  # never bare NaN/Infinity
     n_ok = sum(r.get("status") == "ok" for r in res)
     print(f"{backend_name}: {len(res)} records -> {dst} ({n_ok} ok, {len(res) - n_ok} error)")
     _report_rejected(res)

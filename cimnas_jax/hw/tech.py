@@ -71,6 +71,12 @@ OPTIONAL_COEFFICIENTS = {
     "ln_e_row2": -80.0, "row2_v_exp": 0.0, "row2_cols_exp": 0.0,
 }
 ALL_COEFFICIENT_NAMES = COEFFICIENT_NAMES + tuple(OPTIONAL_COEFFICIENTS)
+# Coefficients whose sign physics fixes (the others are logs, exponents or intercepts of log-linear
+# fits, where any sign is allowed): a read can't cost less than nothing (cim_slice_a/b), a partial sum
+# can't un-write the GLB (glb_psum), an ADC's FOM can't improve with its rate (adc_fom_slope), the
+# feasibility threshold is a positive fraction of the GLB (ok_theta).
+NONNEGATIVE_COEFFICIENTS = ("cim_slice_a", "cim_slice_b", "glb_psum", "adc_fom_slope")
+POSITIVE_COEFFICIENTS = ("ok_theta",)
 
 
 class TechnologyError(ValueError):
@@ -146,6 +152,12 @@ def technology_from_dict(d: dict, where: str = "<dict>") -> Technology:
         coef[k] = np.float32(_num(_need(coefs, k, where + " coefficients"), f"coefficients.{k}", where))
     for k, default in OPTIONAL_COEFFICIENTS.items():
         coef[k] = np.float32(_num(coefs.get(k, default), f"coefficients.{k}", where))
+    for k in NONNEGATIVE_COEFFICIENTS:
+        if coef[k] < 0:
+            raise TechnologyError(f"technology file {where}: field 'coefficients.{k}' must be >= 0, got {float(coef[k])!r}")
+    for k in POSITIVE_COEFFICIENTS:
+        if coef[k] <= 0:
+            raise TechnologyError(f"technology file {where}: field 'coefficients.{k}' must be > 0, got {float(coef[k])!r}")
     unknown = sorted(set(coefs) - set(ALL_COEFFICIENT_NAMES))
     if unknown:
         raise TechnologyError(f"technology file {where}: unknown field(s) in 'coefficients': {unknown}")
