@@ -1,5 +1,11 @@
 """The project's shared vocabulary, defined once (pure Python: no jax, no CiMLoop).
 
+Hardware component names (``COMPONENTS``), layer kinds (``KIND_*``, ``KIND_NAMES``), the
+reference-format record's fields and their allowed ranges with the record key <-> LayerTable /
+HardwareParams field mapping and unit conversion (``LAYER_DIM_FIELDS``, ``BIT_FIELDS``,
+``HW_RECORD_FIELDS``; e.g. ``glb_depth_words`` x ``GLB_WORD_BYTES`` = ``glb_bytes``,
+``base_latency_s`` = ``clock_period_s``), and the technologies.
+
 Technologies: which (node, CiMLoop cell) pairs exist. The technology files
 (``cimnas_jax/hw/tech/<name>.json``: ``node_nm``, ``cell_name``, ``default_adc_bits``) are the source;
 a reference-format record names its technology through ``hw.technology_nm`` and ``hw.cell``
@@ -94,6 +100,13 @@ def resolve_technology(hw: Mapping) -> TechnologyId:
                       f"(known: {known})")
 
 
+# --------------------------------------------------------------------------- hardware components
+# CiMLoop's component names, in the reference records' energy_breakdown_J / area_breakdown_m2 and the
+# analytic model's breakdowns (energy and area share the names)
+COMPONENTS = ("cim_unit", "row_drivers", "column_drivers", "adc", "input_buffer", "output_buffer", "router", "glb")
+ENERGY_COMPONENTS = AREA_COMPONENTS = COMPONENTS
+
+
 # --------------------------------------------------------------------------- layer kinds
 # LayerTable.kind codes; the names are the reference records' ``layer.kind``
 KIND_CONV, KIND_DEPTHWISE, KIND_POINTWISE, KIND_FC = 0, 1, 2, 3
@@ -142,6 +155,8 @@ class Field:
         return float(value)
 
 
+# LayerTable fields a layer record is built from (cimnas_jax.cimloop.config.record_from_arrays)
+LAYER_TABLE_FIELDS = ("kind", "C", "M", "R", "S", "P", "Q", "stride", "groups", "input_bits", "weight_bits", "macs")
 # layer shape (``record["layer"]``): output sizes P, Q; a depthwise layer has C = M = channels
 LAYER_DIM_FIELDS = tuple(Field(k, k, True, 1.0) for k in ("C", "M", "R", "S", "P", "Q", "stride"))
 # precision (top level of a record)

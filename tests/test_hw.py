@@ -363,3 +363,41 @@ def test_cli_output_never_holds_nan_or_infinity(tmp_path):
     assert [o["status"] for o in out] == ["ok", "error", "error", "error", "error"]
     for o, field in zip(out[1:], ("hw.voltage", "hw.rows", "hw.cols", "hw.adc_bits")):
         assert field in o["error"], o["error"]
+
+
+def test_vocabulary_is_defined_once():
+    # layer kinds, component names, record fields and the capacity rule come from one place
+    from cimnas_jax import vocab, workload
+    from cimnas_jax.cimloop import config as clc, totals
+    from cimnas_jax.hw import model, records
+    from cimnas_jax.label import pipeline
+    from cimnas_jax.surrogate import features
+    assert model.ENERGY_COMPONENTS is vocab.COMPONENTS and model.AREA_COMPONENTS is vocab.COMPONENTS
+    assert totals.COMPONENTS is vocab.COMPONENTS and ENERGY_COMPONENTS is vocab.COMPONENTS
+    assert clc.KINDS is vocab.KIND_NAMES and workload.KIND_NAMES is vocab.KIND_NAMES
+    assert (workload.KIND_CONV, workload.KIND_DEPTHWISE, workload.KIND_POINTWISE, workload.KIND_FC) == (0, 1, 2, 3)
+    assert vocab.KIND_NAMES[vocab.KIND_DEPTHWISE] == "depthwise"
+    assert features.HW_FIELDS is vocab.HW_PARAM_FIELDS and pipeline.HW_PARAM_FIELDS is vocab.HW_PARAM_FIELDS
+    assert vocab.HW_PARAM_FIELDS == tuple(HardwareParams.__dataclass_fields__)
+    assert pipeline.LAYER_TABLE_FIELDS is vocab.LAYER_TABLE_FIELDS and clc.GLB_WORD_BYTES is vocab.GLB_WORD_BYTES
+    # record <-> HardwareParams: the unit conversions (glb words x 256 bytes, base_latency_s = clock)
+    hwf = {"voltage_v": 0.65, "bits_per_cell": 2.0, "clock_period_s": 6e-9, "rows": 256.0, "cols": 64.0,
+           "router_group": 2.0, "tiles": 8.0, "macros_per_tile": 32.0, "glb_bytes": 2.0 * 2 ** 20, "adc_bits": 8.0,
+           "n_adc_per_bank": 16.0}
+    lay = {"kind": 1, "C": 96, "M": 96, "R": 3, "S": 3, "P": 14, "Q": 14, "stride": 2, "groups": 96,
+           "input_bits": 6, "weight_bits": 4, "macs": 96 * 9 * 196}
+    rec = clc.record_from_arrays(lay, hwf)
+    assert rec["hw"]["glb_depth_words"] == 2 * 2 ** 20 // 256 and rec["hw"]["base_latency_s"] == 6e-9
+    assert rec["layer"]["kind"] == "depthwise"
+    lv, hv = records.record_values(rec, load_technology("rram_32nm"))
+    assert hv == pytest.approx(hwf) and lv["kind"] == 1 and lv["stride"] == 2
+    # the capacity rule: features and the evaluator use workload.capacity
+    from cimnas_jax.space import get_space
+    sp = get_space("mbv2_rram")
+    g = sp.sample(jax.random.PRNGKey(3), 8)
+    need, avail = workload.capacity(sp.workloads(g), sp.hardware(g))
+    r = evaluate_designs(sp, g)
+    np.testing.assert_array_equal(r.cells_needed, need)
+    num = np.asarray(features.numeric(sp, g))
+    i = features.NUMERIC_NAMES.index("log2_cells_needed")
+    np.testing.assert_allclose(num[:, i], np.log2(np.asarray(need)), rtol=1e-6)

@@ -12,10 +12,11 @@ import json
 import math
 from typing import Any, Mapping
 
-from cimnas_jax.vocab import (CELL_FILE_SUFFIX, DEFAULT_TECHNOLOGY, FIELDS_BY_KEY, RecordError, check_bits_per_cell,
+from cimnas_jax.vocab import (CELL_FILE_SUFFIX, DEFAULT_TECHNOLOGY, FIELDS_BY_KEY, GLB_WORD_BYTES, HW_RECORD_DEFAULTS,
+                              HW_RECORD_FIELDS, KIND_NAMES, LAYER_DIM_FIELDS, RecordError, check_bits_per_cell,
                               resolve_technology, technology_by_name)
 
-KINDS = ("conv", "depthwise", "pointwise", "fc")  # index = LayerTable.kind code
+KINDS = KIND_NAMES  # index = LayerTable.kind code
 
 # Hardware knobs of a record's ``hw`` dict -> CiMLoop spec attribute path.
 HW_ATTRIBUTES = {
@@ -41,11 +42,10 @@ HW_FIELDS = tuple(HW_VARIABLES) + tuple(HW_ATTRIBUTES)
 HW_CELL = "cell"
 # Knobs a record may omit: technology_nm and cell default to the technology they resolve to
 # (neither given: rram_32nm, the CIMNAS configuration), adc_bits to that technology's default.
-HW_FIXED_DEFAULTS = {"n_adc_per_bank": 16}
-INT_HW_FIELDS = {"bits_per_cell", "rows", "cols", "router_group", "tiles", "macros_per_tile",
-                 "glb_depth_words", "technology_nm", "adc_bits", "n_adc_per_bank"}
-LAYER_FIELDS = ("kind", "C", "M", "R", "S", "P", "Q", "stride", "groups")
-GLB_WORD_BYTES = 256  # glb.attributes.depth counts 2048-bit words
+HW_FIXED_DEFAULTS = HW_RECORD_DEFAULTS
+INT_HW_FIELDS = {f.key for f in HW_RECORD_FIELDS if f.integer} | {"technology_nm"}
+LAYER_FIELDS = ("kind",) + tuple(f.key for f in LAYER_DIM_FIELDS) + ("groups",)
+assert set(HW_FIELDS) == {f.key for f in HW_RECORD_FIELDS} | {"technology_nm"}, "record hw fields (cimnas_jax.vocab)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,20 +248,9 @@ def record_from_arrays(layer_fields: Mapping, hw_fields: Mapping, name: str = ""
     for f in LAYER_FIELDS[1:]:
         layer[f] = int(round(float(layer_fields[f])))
     layer["macs"] = int(round(float(layer_fields["macs"])))
-    hw = {
-        "voltage": _num(hw_fields["voltage_v"], False),
-        "bits_per_cell": _num(hw_fields["bits_per_cell"], True),
-        "base_latency_s": _num(hw_fields["clock_period_s"], False),
-        "rows": _num(hw_fields["rows"], True),
-        "cols": _num(hw_fields["cols"], True),
-        "router_group": _num(hw_fields["router_group"], True),
-        "tiles": _num(hw_fields["tiles"], True),
-        "macros_per_tile": _num(hw_fields["macros_per_tile"], True),
-        "glb_depth_words": _num(float(hw_fields["glb_bytes"]) / GLB_WORD_BYTES, True),
-        "technology_nm": _num(tech.node_nm, True),
-        "cell": tech.cell,
-        "adc_bits": _num(hw_fields.get("adc_bits", tech.default_adc_bits), True),
-        "n_adc_per_bank": _num(hw_fields.get("n_adc_per_bank", 16), True),
-    }
+    defaults = {**HW_RECORD_DEFAULTS, "adc_bits": tech.default_adc_bits}
+    hw = {f.key: _num(float(hw_fields[f.param] if f.param in hw_fields else defaults[f.key]) / f.scale, f.integer,
+                      f"hw.{f.key}") for f in HW_RECORD_FIELDS}
+    hw.update(technology_nm=_num(tech.node_nm, True), cell=tech.cell)
     return {"layer": layer, "input_bits": int(round(float(layer_fields["input_bits"]))),
             "weight_bits": int(round(float(layer_fields["weight_bits"]))), "hw": hw}

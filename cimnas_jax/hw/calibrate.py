@@ -18,6 +18,7 @@ from absl import app, flags
 
 from cimnas_jax.fileio import atomic_write_json
 from cimnas_jax.hw.tech import ADC_PLUG_IN, INIT
+from cimnas_jax.vocab import GLB_WORD_BYTES
 
 SHARED = Path(__file__).resolve().parents[3] / "shared"
 REFERENCE = {"rram_32nm": SHARED / "cimloop_reference", "sram_7nm": SHARED / "cimloop_reference_sram7nm"}
@@ -74,7 +75,7 @@ def glb_table(recs):
     t = {}
     for r in recs:
         if r["status"] == "ok":
-            t[r["hw"]["glb_depth_words"] * 256] = r["result"]["art_per_instance"]["glb"]["area_m2_each"]
+            t[r["hw"]["glb_depth_words"] * GLB_WORD_BYTES] = r["result"]["art_per_instance"]["glb"]["area_m2_each"]
     ks = sorted(t)
     return {"bytes": [float(k) for k in ks], "area_m2": [float(t[k]) for k in ks]}
 
@@ -90,7 +91,7 @@ def make_tech(name, coef, glb, extra=None):
 
 def reference_arrays(recs, tech):
     from cimnas_jax.hw.records import records_to_arrays
-    from cimnas_jax.hw.model import ENERGY_COMPONENTS
+    from cimnas_jax.vocab import ENERGY_COMPONENTS
     layers, hw = records_to_arrays(recs, tech)
     ref = {"energy": np.array([r["result"]["energy_J"] for r in recs]),
            "latency": np.array([r["result"]["latency_s"] for r in recs]),
@@ -107,7 +108,7 @@ def fit(name, train, steps, log=print, lbfgs_steps=400):
     import jax
     import jax.numpy as jnp
     import optax
-    from cimnas_jax.hw.model import ENERGY_COMPONENTS
+    from cimnas_jax.vocab import ENERGY_COMPONENTS
     from cimnas_jax.hw.records import predict_arrays
     glb = glb_table(train)
     coef = dict(INIT)

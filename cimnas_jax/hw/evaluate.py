@@ -7,6 +7,7 @@ import jax.numpy as jnp
 
 from cimnas_jax.hw.model import AREA_COMPONENTS, ENERGY_COMPONENTS, chip_area, layer_model
 from cimnas_jax.hw.tech import Technology, load_technology
+from cimnas_jax.workload import capacity
 
 
 @flax.struct.dataclass
@@ -29,16 +30,6 @@ class HWResult:
     cells_available: jax.Array
 
 
-def _capacity(layers, hw):
-    try:
-        from cimnas_jax.workload import capacity
-        return capacity(layers, hw)
-    except ImportError:  # foundation not importable: same rule inline
-        per = layers.n_weights * jnp.ceil(layers.weight_bits / hw.bits_per_cell[..., None])
-        need = jnp.sum(jnp.where(layers.active, per, 0.0), axis=-1)
-        return need, hw.rows * hw.cols * hw.router_group * hw.tiles * hw.macros_per_tile
-
-
 def evaluate_layer_table(tech: Technology, layers, hw) -> HWResult:
     """Analytic backend on a LayerTable ``[P, L]`` and HardwareParams ``[P]`` (pure JAX)."""
     act = layers.active
@@ -58,7 +49,7 @@ def evaluate_layer_table(tech: Technology, layers, hw) -> HWResult:
     energy = jnp.sum(layer_e, axis=-1)
     latency = jnp.sum(layer_t, axis=-1)
     area_total = sum(area_mm2[k] for k in AREA_COMPONENTS)
-    need, avail = _capacity(layers, hw)
+    need, avail = capacity(layers, hw)
     layer_ok = lm["ok"] | ~act
     # a metric that is not finite and positive (e.g. a technology with unphysical coefficients) is a
     # failure, never a score

@@ -14,10 +14,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from cimnas_jax.hw.tech import Technology
-
-ENERGY_COMPONENTS = ("cim_unit", "row_drivers", "column_drivers", "adc", "input_buffer",
-                     "output_buffer", "router", "glb")
-AREA_COMPONENTS = ENERGY_COMPONENTS
+from cimnas_jax.vocab import AREA_COMPONENTS, ENERGY_COMPONENTS, KIND_DEPTHWISE  # noqa: F401 (re-exported)
 OUTPUT_BITS = 8.0
 GLB_REF_BYTES = 8.0 * 2 ** 20
 _LN10_10 = jnp.log(10.0) / 10.0
@@ -107,7 +104,7 @@ def layer_model(tech: Technology, layers, hw, adc_bits=None):
     n_adc = e(hw.n_adc_per_bank)
     C, M, R, S, P, Q = layers.C, layers.M, layers.R, layers.S, layers.P, layers.Q
     stride, ib, wb = layers.stride, layers.input_bits, layers.weight_bits
-    dw = layers.kind == 1
+    dw = layers.kind == KIND_DEPTHWISE
     G = jnp.where(dw, C, 1.0)
     Cg = jnp.where(dw, 1.0, C)
     Mg = jnp.where(dw, 1.0, M)

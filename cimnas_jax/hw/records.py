@@ -14,10 +14,10 @@ import numpy as np
 import jax.numpy as jnp
 
 from cimnas_jax.workload import HardwareParams, make_layer_table
-from cimnas_jax.hw.model import ENERGY_COMPONENTS, chip_area, layer_model
+from cimnas_jax.hw.model import chip_area, layer_model
 from cimnas_jax.hw.tech import Technology, load_technology
-from cimnas_jax.vocab import (BIT_FIELDS, HW_RECORD_DEFAULTS, HW_RECORD_FIELDS, KIND_CODES, LAYER_DIM_FIELDS,
-                              RecordError, resolve_technology)
+from cimnas_jax.vocab import (BIT_FIELDS, ENERGY_COMPONENTS, HW_PARAM_FIELDS, HW_RECORD_DEFAULTS, HW_RECORD_FIELDS,
+                              KIND_CODES, LAYER_DIM_FIELDS, RecordError, resolve_technology)
 
 
 def tech_name_for(hw: dict) -> str:
@@ -77,7 +77,7 @@ def values_to_arrays(vals: list[tuple[dict, dict]]):
                               col("kind").astype(np.int32), col("input_bits"), col("weight_bits"),
                               np.ones((len(vals), 1), bool))
     hwp = HardwareParams(**{k: jnp.asarray(np.asarray([v[1][k] for v in vals], np.float32))
-                            for k in HardwareParams.__dataclass_fields__})
+                            for k in HW_PARAM_FIELDS})
     return layers, hwp
 
 

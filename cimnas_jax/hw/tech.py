@@ -16,7 +16,8 @@ from pathlib import Path
 import flax.struct
 import numpy as np
 
-TECH_DIR = Path(__file__).resolve().parent / "tech"
+from cimnas_jax.vocab import COMPONENTS, TECH_DIR  # noqa: F401 (TECH_DIR re-exported)
+
 
 # Every coefficient the analytic model reads (names documented in docs/hardware_model.md).
 COEFFICIENT_NAMES = (
@@ -165,9 +166,8 @@ def technology_from_dict(d: dict, where: str = "<dict>") -> Technology:
     if not isinstance(cell_name, str):
         raise TechnologyError(f"technology file {where}: field 'cell_name' must be a string (CiMLoop cell file name)")
     absent = d.get("absent_components", [])
-    known = ("cim_unit", "row_drivers", "column_drivers", "adc", "input_buffer", "output_buffer", "router", "glb")
-    if not isinstance(absent, list) or any(a not in known for a in absent):
-        raise TechnologyError(f"technology file {where}: field 'absent_components' must be a list of {list(known)}")
+    if not isinstance(absent, list) or any(a not in COMPONENTS for a in absent):
+        raise TechnologyError(f"technology file {where}: field 'absent_components' must be a list of {list(COMPONENTS)}")
     # numpy (not jax) leaves: a technology loaded inside a jit trace must not hold tracers
     return Technology(coef=coef, glb_ln_bytes=np.log(np.asarray(kb, np.float32)),
                       glb_ln_area=np.log(np.asarray(ka, np.float32)), name=name, node_nm=node,

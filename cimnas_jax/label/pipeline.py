@@ -15,15 +15,10 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from cimnas_jax.cimloop.config import KINDS, CimloopConfig, cache_key, record_from_arrays
+from cimnas_jax.cimloop.config import CimloopConfig, cache_key, record_from_arrays
 from cimnas_jax.cimloop.totals import design_totals
+from cimnas_jax.vocab import HW_PARAM_FIELDS, KIND_NAMES, LAYER_TABLE_FIELDS
 from .store import LabelStore
-
-LAYER_TABLE_FIELDS = ("kind", "C", "M", "R", "S", "P", "Q", "stride", "groups", "input_bits",
-                      "weight_bits", "macs")
-HW_PARAM_FIELDS = ("voltage_v", "bits_per_cell", "clock_period_s", "rows", "cols",
-                   "router_group", "tiles", "macros_per_tile", "glb_bytes", "adc_bits",
-                   "n_adc_per_bank")
 
 
 def _host(tree_obj, fields) -> dict:
@@ -60,7 +55,7 @@ def design_layer_records(sp, genomes, technology: str | None = None) -> list[lis
         recs = []
         for i in np.flatnonzero(active[p]):
             fields = {k: lay[k][p, i] for k in LAYER_TABLE_FIELDS}
-            r = record_from_arrays(fields, hw_p, name=f"L{i:02d}_{KINDS[int(fields['kind'])]}",
+            r = record_from_arrays(fields, hw_p, name=f"L{i:02d}_{KIND_NAMES[int(fields['kind'])]}",
                                    technology=technology)
             r["index"] = int(i)
             recs.append(r)
