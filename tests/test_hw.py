@@ -401,3 +401,27 @@ def test_vocabulary_is_defined_once():
     num = np.asarray(features.numeric(sp, g))
     i = features.NUMERIC_NAMES.index("log2_cells_needed")
     np.testing.assert_allclose(num[:, i], np.log2(np.asarray(need)), rtol=1e-6)
+
+
+def test_model_parts_by_hand(tech):
+    # the baseline pointwise layer (40 -> 240 at 28x28, 8-bit weights on 4-bit cells, 128x128 crossbars,
+    # 16 macros x 16 tiles x 8 routers): 2 columns per weight, 1 x 4 crossbars per copy, 512 copies
+    # fit, all 28 output rows at once -> 28 cycles (the reference: 28); P split 4 macro x 7 tile x 1 router
+    from cimnas_jax.hw import model
+    L, H = _layers(1), _hw(1)
+    shape = model.layer_shape(L)
+    m = jax.jit(model.map_layer)(shape, H)
+    a = jax.jit(model.action_counts)(shape, m)
+    pw = lambda x: float(np.asarray(x)[0, 0])
+    assert (pw(m.slices), pw(m.row_tiles), pw(m.col_tiles), pw(m.macros_per_copy)) == (2, 1, 4, 4)
+    assert (pw(m.passes), pw(m.copies), pw(m.p_parallel), pw(m.p_steps), pw(m.cycles)) == (1, 512, 28, 1, 28)
+    assert (pw(a.p_macro), pw(a.p_tile), pw(a.p_router), pw(a.row_reread), pw(a.col_reuse)) == (4, 7, 1, 1.0, 1.0)
+    assert pw(a.macs) == 40 * 240 * 28 * 28 and pw(a.pulses) == 255
+    # depthwise (slot 1): one channel per macro, 240 macros per copy
+    assert float(np.asarray(m.macros_per_copy)[0, 1]) == 240
+    lm = model.layer_model(tech, L, H)
+    en = model.component_energies(tech, shape, m, a, H)
+    for k in ENERGY_COMPONENTS:
+        np.testing.assert_array_equal(lm["energy_j"][k], en[k])
+    np.testing.assert_array_equal(lm["cycles"], m.cycles)
+    np.testing.assert_array_equal(lm["ok"], model.layer_fits(tech, a, H))
