@@ -227,3 +227,24 @@ def test_record_path_dedups_layers_across_designs(sp, tmp_path):
     assert any("layer evaluations" in m for m in logs)
     d2 = label_batch_records(sp, g, [0, 1, 2], sp.hash_hex(g), be)  # all from the cache
     assert be.last_stats["n_evaluated"] == 0 and d2 == d
+
+
+def test_label_cli_writes_7nm_sram_records_for_the_sram_space(tmp_path):
+    # experiments/label.py --space=resnet50_sram7nm: every design's hw and every layer's key carry
+    # the space's technology (7 nm, the SRAM cell, the design's ADC resolution), not RRAM 32 nm
+    out = tmp_path / "r50"
+    p = subprocess.run([sys.executable, str(LABEL), f"--out_dir={out}", "--space=resnet50_sram7nm", "--n=3",
+                        "--chunk_size=3", "--seed=2"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    designs = [json.loads(x) for x in _lines(out / "designs.jsonl")]
+    sp7 = get_space("resnet50_sram7nm")
+    g = np.asarray([d["genome"] for d in designs], np.int32)
+    adc = np.asarray(sp7.hardware(g).adc_bits)
+    assert len(designs) == 3
+    for d, a in zip(designs, adc):
+        assert d["hw"]["technology_nm"] == 7 and d["hw"]["cell"] == "sram_sinangil_jssc_2021", d["hw"]
+        assert d["hw"]["adc_bits"] == int(a)
+    recs = design_layer_records(sp7, g)
+    assert all(r["hw"]["technology_nm"] == 7 for rs in recs for r in rs)
+    assert [l["cache_key"] for l in designs[0]["layers"]] == [cache_key(r, CimloopConfig()) for r in recs[0]]
+    assert json.loads((out / "manifest.json").read_text())["technology"] == "sram_7nm"
