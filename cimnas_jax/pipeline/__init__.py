@@ -30,7 +30,7 @@ from cimnas_jax.pipeline.verify import hardware_truth
 SEARCH_FIELDS = ("space", "technology", "algorithm", "objective", "coefficients", "bounds", "population",
                  "offspring", "generations", "seed", "crossover", "mutation", "crossover_prob", "mutation_rate",
                  "archive_size", "rng_impl", "hw_source", "accuracy_source", "surrogate_dir", "area_limit_mm2",
-                 "accuracy_floor", "capacity", "finalists", "finalist_rule")
+                 "accuracy_floor", "capacity", "freeze", "finalists", "finalist_rule")
 
 
 class RunFolderError(ValueError):

@@ -55,6 +55,9 @@ class RunConfig:
     area_limit_mm2: float = _f(800.0, "chip area limit in mm^2 (CIMNAS: 8 cm^2); 0 = off", lo=0.0)
     accuracy_floor: float = _f(0.0, "minimum predicted accuracy (fraction); 0 = off", lo=0.0, hi=0.9999)
     capacity: bool = _f(True, "require every weight to fit on the chip (cells needed <= cells available)")
+    freeze: str = _f("", "genes held at the reference design's values during the search: comma-separated gene "
+                         "groups (software, quantization, hardware-device, hardware-circuit, hardware-architecture, "
+                         "hardware) or gene names; '' = search every gene")
     # ------------------------------------------------------------------ finalists
     finalists: int = _f(5, "designs handed from the search to verification", lo=1)
     finalist_rule: str = _f("distinct_hardware", "how finalists are chosen: distinct_hardware = the best design "
@@ -130,6 +133,15 @@ class RunConfig:
         if self.refine_tau_end > self.refine_tau_start:
             raise ConfigError(f"--refine_tau_end={self.refine_tau_end:g} must be <= --refine_tau_start="
                               f"{self.refine_tau_start:g}")
+        if self.freeze:
+            from cimnas_jax.search import freeze_mask
+            from cimnas_jax.space import get_space
+            try:
+                mask = freeze_mask(get_space(self.space), self.freeze)
+            except ValueError as e:
+                raise ConfigError(f"--freeze={self.freeze!r}: {e}") from None
+            if mask.all():
+                raise ConfigError(f"--freeze={self.freeze!r} freezes every gene: nothing is left to search")
         from cimnas_jax.pipeline.objective import build_objective
         build_objective(self)          # raises ConfigError naming --objective/--coefficients/--bounds
         return self
