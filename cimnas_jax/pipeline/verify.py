@@ -243,8 +243,10 @@ def measure_accuracy(cfg, ctx, space, genomes, rows) -> str:
         r["accuracy_ci95"] = list(wilson_interval(res["accuracy"], res["n_images"]))
         if r.get("predicted_accuracy") is not None:
             r["accuracy_surrogate_error"] = r["predicted_accuracy"] - r["measured_accuracy"]
+        el = time.perf_counter() - t0
         ctx.log(f"  accuracy {i + 1}/{len(rows)} {r['design']}: {res['accuracy']:.4f} "
-                f"({res['n_images']} test images, {res['seconds']:.1f} s)")
+                f"({res['n_images']} test images, {res['seconds']:.1f} s; {(i + 1) / el:.2g} designs/s, "
+                f"ETA {(len(rows) - i - 1) * el / (i + 1):.0f} s)")
     note = (f"measured on {ev.n_eval} Fashion-MNIST test images with the supernet {d} "
             f"({time.perf_counter() - t0:.0f} s for {len(rows)} subnets); 95 % Wilson intervals")
     if cfg.finetune_steps:

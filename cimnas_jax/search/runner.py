@@ -204,8 +204,10 @@ class Search:
                     line += f"archive {meta['history'][-1]['archive_size']:4d}  "
             else:
                 line += f"best {meta['history'][-1]['best'][0]:.4e}  "
+            left = generations - gen
+            rate = n * lam / dt
             line += (f"feasible {meta['history'][-1]['feasible_fraction']:.3f}  "
-                     f"cand/s {n * lam / dt:.3e}")
+                     f"candidates/s {rate:.3e}  ETA {left * lam / rate:.0f} s")
             if mgr is not None:
                 mgr.save(gen, state, meta)
                 line += "  [checkpoint]"
