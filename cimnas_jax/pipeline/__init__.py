@@ -86,7 +86,9 @@ def check(cfg: RunConfig, out_dir, resume: bool = False) -> None:
             raise RunFolderError(f"--stages={cfg.stages}: {out} holds no search output (stage_search.json); "
                                  "run the search stage first")
         saved = load_stage(out, "search")["config"]
-        diff = {k: (saved.get(k), getattr(cfg, k)) for k in SEARCH_FIELDS if saved.get(k) != getattr(cfg, k)}
+        default = RunConfig()          # a field the saved run predates had its default value
+        diff = {k: (saved.get(k, getattr(default, k)), getattr(cfg, k)) for k in SEARCH_FIELDS
+                if saved.get(k, getattr(default, k)) != getattr(cfg, k)}
         if diff:
             k, (a, b) = next(iter(diff.items()))
             raise RunFolderError(f"--stages={cfg.stages}: the saved search in {out} ran with {k}={a!r}, this "
