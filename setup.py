@@ -14,4 +14,5 @@ setup(
     extras_require={"bench": ["pymoo>=0.6.1"], "test": ["pytest>=8", "pymoo>=0.6.1", "psutil"],
                     # the dask executor of CiMLoop layer evaluations (optional; see requirements-dask.txt)
                     "dask": ["dask[distributed]>=2024.1"]},
+    entry_points={"console_scripts": ["cimnas-jax=cimnas_jax.cli:main"]},
 )

@@ -12,7 +12,8 @@ def wilson_interval(p: float, n: int, z: float = 1.959963984540054) -> tuple[flo
     denom = 1.0 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    lo, hi = max(0.0, centre - half), min(1.0, centre + half)
+    return (0.0 if p <= 0 else lo, 1.0 if p >= 1 else hi)   # exact ends (no round-off above 0 at p = 0)
 
 
 def intervals_overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:

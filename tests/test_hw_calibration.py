@@ -76,75 +76,67 @@ def test_rram_failure_rule_agreement(rram):
     assert rram["ok_agreement"] >= 0.97
 
 
-def _sram_inputs():
-    d = _need("sram_7nm")
-    tech = load_technology("sram_7nm")
-    coef = {k: float(v) for k, v in tech.coef.items()}
-    glb = json.loads((TECH_DIR / "sram_7nm.json").read_text())["glb_area_table"]
-    return coef, glb, cal.load_jsonl(d / "layers.jsonl")
+ADC_RESOLUTIONS = np.arange(4.0, 13.0)  # the plug-in rejects < 4 bits
+
+
+def _adc_area_errors(name):
+    """|ln(plug-in ADC bank area / record's ADC bank area)| for every ok record at every resolution
+    in 4..12 bit ([N, 9]), and the records' own hw.adc_bits [N]. Reads the reference result (a data
+    check, never a model input)."""
+    import jax.numpy as jnp
+    from cimnas_jax.hw.model import adc_energy_area
+    d = _need(name)
+    tech = load_technology(name)
+    recs = [r for r in cal.load_jsonl(d / "layers.jsonl") if r["status"] == "ok"]
+    col = lambda k, dflt=None: np.array([[float(r["hw"].get(k, dflt))] for r in recs])
+    ref = np.array([[r["result"]["art_per_instance"]["adc"]["area_m2_each"]] for r in recs])
+    _, area = adc_energy_area(tech.coef, tech.node_nm, jnp.asarray(ADC_RESOLUTIONS[None, :]), col("cols"),
+                              col("voltage"), col("base_latency_s"), col("n_adc_per_bank", 16.0))
+    return np.abs(np.log(np.asarray(area) / ref)), col("adc_bits", 8.0)[:, 0]
 
 
 @pytest.mark.parametrize("name", ["rram_32nm", "sram_7nm"])
 def test_adc_is_the_plug_in(name):
-    # the model's ADC (accelergy ADC plug-in form and constants) reproduces CiMLoop's ADC bank area:
-    # RRAM at its recorded 8 bit; SRAM at one resolution in the README's 4..8 for every record
-    d = _need(name)
-    tech = load_technology(name)
-    coef = {k: float(v) for k, v in tech.coef.items()}
-    glb = json.loads((TECH_DIR / f"{name}.json").read_text())["glb_area_table"]
-    recs = [r for r in cal.load_jsonl(d / "layers.jsonl") if r["status"] == "ok"]
-    bits, err = cal.implied_adc_bits(name, coef, glb, recs)
-    assert float(err.max()) < 1e-4
+    # the model's ADC (accelergy ADC plug-in form and constants) reproduces CiMLoop's ADC bank area
+    # of every record at the record's own hw.adc_bits (RRAM: 8 bit at 32 nm; SRAM: 4..8 bit at 7 nm)
+    err, bits = _adc_area_errors(name)
+    at_label = err[np.arange(len(bits)), np.searchsorted(ADC_RESOLUTIONS, bits)]
+    assert float(at_label.max()) < 1e-4
     assert set(np.unique(bits)) <= {4.0, 5.0, 6.0, 7.0, 8.0}
     if name == "rram_32nm":
         assert (bits == 8.0).all()
 
 
-def test_sram_adc_labels_contradict_adc_area():
-    # the data defect the SRAM figures carry (docs/hardware_model.md): hw.adc_bits is 8 in every
-    # record while the ADC area says 4..8 bit; if the data owner fixes the labels this test fails
-    # and the xfail below should start passing
-    coef, glb, recs = _sram_inputs()
-    chk = cal.adc_label_check("sram_7nm", coef, glb, recs)
-    assert chk["n_area_matches_a_resolution"] == chk["n_records"]
-    assert chk["n_adc_bits_label_disagrees"] > 0.5 * chk["n_records"], chk
+def test_sram_adc_labels_match_adc_area():
+    # the corrected 7 nm SRAM reference (README, 2026-12-01): every record's hw.adc_bits is the one
+    # resolution its ADC area implies (all five resolutions occur), and every record says 7 nm and
+    # the SRAM cell
+    err, bits = _adc_area_errors("sram_7nm")
+    implied = ADC_RESOLUTIONS[np.argmin(err, axis=1)]
+    assert (np.min(err, axis=1) < 1e-4).all()
+    np.testing.assert_array_equal(implied, bits)
+    second = np.sort(err, axis=1)[:, 1]
+    assert (second > 1e-3).all()                     # no other resolution comes close
+    assert set(np.unique(bits)) == {4.0, 5.0, 6.0, 7.0, 8.0}
+    recs = cal.load_jsonl(_need("sram_7nm") / "layers.jsonl")
+    assert all(r["hw"]["technology_nm"] == 7 for r in recs)
+    assert all(r["hw"]["cell"].startswith("sram_sinangil_jssc_2021") for r in recs)
 
 
-def test_sram_held_out_fidelity_measured(sram):
-    # with the records' hw as given (adc_bits 8 everywhere): latency meets the target; energy and
-    # area are bounded so regressions are caught (the ADC follows the wrong label)
-    assert sram["latency"]["mape"] <= 0.10 and sram["latency"]["kendall_tau"] >= 0.9
-    assert sram["energy"]["mape"] <= 0.20 and sram["energy"]["kendall_tau"] >= 0.85
-    assert sram["area"]["mape"] <= 0.30 and sram["area"]["kendall_tau"] >= 0.9
-    assert sram["ok_agreement"] == 1.0
-
-
-def test_sram_held_out_fidelity_with_implied_adc_labels():
-    # diagnostic, not the fidelity figure: with hw.adc_bits set to the resolution the reference ADC
-    # area implies (reads the reference result), the model meets the target on every metric
-    coef, glb, recs = _sram_inputs()
-    test = cal.with_implied_adc_bits("sram_7nm", coef, glb, [r for r in recs if not cal.is_train(r)])
-    m = cal.metrics("sram_7nm", coef, glb, test)
-    for k in ("energy", "latency", "area"):
-        assert m[k]["mape"] <= 0.10, (k, m[k])
-        assert m[k]["kendall_tau"] >= 0.9, (k, m[k])
-
-
-@pytest.mark.xfail(strict=True, reason="7 nm SRAM reference: every record says hw.adc_bits=8 (and technology_nm=32) "
-                   "while its ADC area is the ADC plug-in's at 4..8 bit and 7 nm (README: ADC 4-8 bit varied); "
-                   "the model follows the label, so held-out energy/area MAPE ~15%/~25% "
-                   "(docs/hardware_model.md)")
 def test_sram_held_out_fidelity_target(sram):
     for k in ("energy", "latency", "area"):
         assert sram[k]["mape"] <= 0.10, (k, sram[k])
         assert sram[k]["kendall_tau"] >= 0.9, (k, sram[k])
+    assert sram["ok_agreement"] == 1.0
 
 
-def test_shipped_file_records_its_metrics(rram):
-    d = json.loads((TECH_DIR / "rram_32nm.json").read_text())
+@pytest.mark.parametrize("name", ["rram_32nm", "sram_7nm"])
+def test_shipped_file_records_its_metrics(name, request):
+    m = request.getfixturevalue("rram" if name == "rram_32nm" else "sram")
+    d = json.loads((TECH_DIR / f"{name}.json").read_text())
     stored = d["calibration"]["metrics_held_out"]
     for k in ("energy", "latency", "area"):
-        np.testing.assert_allclose(stored[k]["mape"], rram[k]["mape"], rtol=1e-3, atol=1e-4)
+        np.testing.assert_allclose(stored[k]["mape"], m[k]["mape"], rtol=1e-3, atol=1e-4)
 
 
 def test_fit_reduces_loss_on_a_subset():

@@ -235,7 +235,7 @@ def test_label_cli_bad_flag_names_flag_and_allowed_values(tmp_path):
                        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
-        "error: --backend='timeloop' is not allowed; use one of ('analytic', 'cimloop')"]
+        "error: --backend='timeloop' is not allowed; use one of ('analytic', 'cimloop', 'analytic_layers')"]
 
 
 def test_label_cli_refuses_a_folder_in_use(tmp_path):
@@ -245,3 +245,24 @@ def test_label_cli_refuses_a_folder_in_use(tmp_path):
                            cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "in use by a test" in r.stderr
     assert not (tmp_path / "designs.jsonl").exists()
+
+
+def test_label_cli_writes_7nm_sram_records_for_the_sram_space(tmp_path):
+    # experiments/label.py --space=resnet50_sram7nm: every design's hw and every layer's key carry
+    # the space's technology (7 nm, the SRAM cell, the design's ADC resolution), not RRAM 32 nm
+    out = tmp_path / "r50"
+    p = subprocess.run([sys.executable, str(LABEL), f"--out_dir={out}", "--space=resnet50_sram7nm", "--n=3",
+                        "--chunk_size=3", "--seed=2"], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    designs = [json.loads(x) for x in _lines(out / "designs.jsonl")]
+    sp7 = get_space("resnet50_sram7nm")
+    g = np.asarray([d["genome"] for d in designs], np.int32)
+    adc = np.asarray(sp7.hardware(g).adc_bits)
+    assert len(designs) == 3
+    for d, a in zip(designs, adc):
+        assert d["hw"]["technology_nm"] == 7 and d["hw"]["cell"] == "sram_sinangil_jssc_2021", d["hw"]
+        assert d["hw"]["adc_bits"] == int(a)
+    recs = design_layer_records(sp7, g)
+    assert all(r["hw"]["technology_nm"] == 7 for rs in recs for r in rs)
+    assert [l["cache_key"] for l in designs[0]["layers"]] == [cache_key(r, CimloopConfig()) for r in recs[0]]
+    assert json.loads((out / "manifest.json").read_text())["technology"] == "sram_7nm"

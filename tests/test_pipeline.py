@@ -176,3 +176,22 @@ def test_a_new_algorithm_is_one_file_and_a_registry_line(tmp_path):
                   log=lambda s: None)
         assert out["search"].algorithm == name and out["verification"].rows[0]["design"] == "baseline"
         assert len(out["finalists"].found) >= 1
+
+
+def test_frozen_genes_stay_at_the_reference_values(tmp_path):
+    """--freeze=software,quantization searches the chip alone: every finalist has the reference
+    network and bits; --freeze=hardware keeps the reference chip."""
+    from cimnas_jax.pipeline import RunConfig, run
+    sp = get_space("mbv2_rram")
+    ref = sp.reference_genome()
+    hw = np.array([g.group.startswith("hardware") for g in sp.genes])
+    for freeze, fixed in (("software,quantization", ~hw), ("hardware", hw)):
+        out = run(RunConfig(population=12, generations=3, chunk=3, finalists=3, freeze=freeze,
+                            accuracy_source="constant", measure_accuracy=False), tmp_path / freeze,
+                  log=lambda s: None)
+        found = out["finalists"].found
+        assert found
+        for c in found:
+            g = np.asarray(c.genome)
+            assert (g[fixed] == np.asarray(sp.canonicalise(ref[None])[0])[fixed]).all(), (freeze, c.name)
+            assert (g[~fixed] != ref[~fixed]).any()

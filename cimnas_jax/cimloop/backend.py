@@ -16,11 +16,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
-import importlib.metadata
 import math
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +27,7 @@ from typing import Mapping, Sequence
 from .cache import ResultCache
 from .config import CimloopConfig, cache_key, canonical_record, spec_inputs, workload_yaml
 from .runner import run_records
+from .stack import stack_version
 from .totals import COMPONENTS
 
 ENV_MODELS_DIR = "CIMLOOP_MODELS_DIR"
@@ -85,27 +84,6 @@ def check_installation(models_dir: str | None = None) -> dict:
     if missing:
         raise CimloopUnavailable(f"{missing} not on PATH. {INSTALL_HINT}")
     return {"models_dir": models, "scripts_dir": scripts, "version": stack_version(models)}
-
-
-def _git_head(path: str) -> str:
-    try:
-        return subprocess.run(["git", "-C", path, "rev-parse", "HEAD"], capture_output=True,
-                              text=True, timeout=10).stdout.strip() or "nogit"
-    except Exception:  # noqa: BLE001
-        return "nogit"
-
-
-def stack_version(models_dir: str) -> str:
-    """CiMLoop commit + installed package versions: part of every cache key."""
-    parts = [f"cimloop={_git_head(models_dir)}"]
-    for dist in ("timeloopfe", "pytimeloop", "accelergy", "accelergy-neurosim-plug-in",
-                 "accelergy-adc-plug-in", "accelergy-cacti-plug-in",
-                 "accelergy-library-plug-in"):
-        try:
-            parts.append(f"{dist}={importlib.metadata.version(dist)}")
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return ";".join(parts)
 
 
 def _set_attribute(spec, path: str, value) -> None:
@@ -261,22 +239,40 @@ class CimloopBackend:
         return cache_key(record, self.config)
 
     def evaluate_records(self, records: Sequence[Mapping], progress=None) -> list[dict]:
+        """Records whose fields cannot be canonicalised (a missing or non-numeric knob, a
+        technology_nm / cell pair no technology has) come back as ``status="error"`` naming the
+        field, without running anything; the rest go through the job runner."""
         cfg = dataclasses.asdict(self.config)
-        if self.executor != "local":
+        out: list = [None] * len(records)
+        good = []
+        for i, r in enumerate(records):
+            try:
+                self.key(r)
+                good.append(i)
+            except ValueError as e:  # RecordError and the workload checks
+                out[i] = {**dict(r), "status": "error", "result": None, "cache_key": None, "cache_hit": False,
+                          "error": f"record {r.get('id', i)!r}: {e}"}
+        if self.executor != "local":   # dask: one task per distinct layer (dask_executor)
             from .dask_executor import execute_records, make_client
             if self._client is None:
                 self._client = make_client(self.dask_scheduler, self.workers)
-            out, self.last_stats = execute_records(
-                self.executor, records, functools.partial(evaluate_layer, config=cfg), self.key,
+            done, self.last_stats = execute_records(
+                self.executor, [records[i] for i in good], functools.partial(evaluate_layer, config=cfg), self.key,
                 cache=self.cache, backend_name=self.name, workers=self.workers, timeout_s=self.timeout_s,
                 retry_failed=self.retry_failed, progress=progress, dask_client=self._client,
                 dask_retries=self.dask_retries)
+            for i, r in zip(good, done):
+                out[i] = r
+            self.last_stats["n_rejected_input"] = len(records) - len(good)
             return out
-        out, self.last_stats = run_records(
-            records, functools.partial(evaluate_layer, config=cfg), key_fn=self.key,
+        done, self.last_stats = run_records(
+            [records[i] for i in good], functools.partial(evaluate_layer, config=cfg), key_fn=self.key,
             cache=self.cache, backend_name=self.name, workers=self.workers,
             timeout_s=self.timeout_s, retry_failed=self.retry_failed, progress=progress,
             on_worker_killed=_remove_job_dirs)
+        for i, r in zip(good, done):
+            out[i] = r
+        self.last_stats["n_rejected_input"] = len(records) - len(good)
         return out
 
     def close(self) -> None:

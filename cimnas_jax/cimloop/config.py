@@ -12,7 +12,11 @@ import json
 import math
 from typing import Any, Mapping
 
-KINDS = ("conv", "depthwise", "pointwise", "fc")  # index = LayerTable.kind code
+from cimnas_jax.vocab import (CELL_FILE_SUFFIX, DEFAULT_TECHNOLOGY, FIELDS_BY_KEY, GLB_WORD_BYTES, HW_RECORD_DEFAULTS,
+                              HW_RECORD_FIELDS, KIND_NAMES, LAYER_DIM_FIELDS, RecordError, check_bits_per_cell,
+                              resolve_technology, technology_by_name)
+
+KINDS = KIND_NAMES  # index = LayerTable.kind code
 
 # Hardware knobs of a record's ``hw`` dict -> CiMLoop spec attribute path.
 HW_ATTRIBUTES = {
@@ -33,12 +37,15 @@ HW_VARIABLES = {
     "n_adc_per_bank": "N_ADC_PER_BANK",
 }
 HW_FIELDS = tuple(HW_VARIABLES) + tuple(HW_ATTRIBUTES)
-# Knobs that are fixed in the CIMNAS configuration; a record may omit them.
-HW_FIXED_DEFAULTS = {"technology_nm": 32, "adc_bits": 8, "n_adc_per_bank": 16}
-INT_HW_FIELDS = {"bits_per_cell", "rows", "cols", "router_group", "tiles", "macros_per_tile",
-                 "glb_depth_words", "technology_nm", "adc_bits", "n_adc_per_bank"}
-LAYER_FIELDS = ("kind", "C", "M", "R", "S", "P", "Q", "stride", "groups")
-GLB_WORD_BYTES = 256  # glb.attributes.depth counts 2048-bit words
+# The CiMLoop cell file (jinja ``cell_override``): a string knob of the record's ``hw``, canonically
+# without its ``.cell.yaml`` suffix; with ``technology_nm`` it names the technology (cimnas_jax.vocab).
+HW_CELL = "cell"
+# Knobs a record may omit: technology_nm and cell default to the technology they resolve to
+# (neither given: rram_32nm, the CIMNAS configuration), adc_bits to that technology's default.
+HW_FIXED_DEFAULTS = HW_RECORD_DEFAULTS
+INT_HW_FIELDS = {f.key for f in HW_RECORD_FIELDS if f.integer} | {"technology_nm"}
+LAYER_FIELDS = ("kind",) + tuple(f.key for f in LAYER_DIM_FIELDS) + ("groups",)
+assert set(HW_FIELDS) == {f.key for f in HW_RECORD_FIELDS} | {"technology_nm"}, "record hw fields (cimnas_jax.vocab)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,13 +53,13 @@ class CimloopConfig:
     """Which CiMLoop architecture is evaluated and its fixed variables.
 
     Every field goes into the cache key (through ``key_dict``) except ``models_dir``,
-    whose *content* is represented by ``version`` instead of its path.
+    whose *content* is represented by ``version`` instead of its path. The memory cell and the
+    technology node are not here: they are per record (``hw.cell``, ``hw.technology_nm``).
     """
     macro: str = "basic_analog"
     tile: str = "input_output_bufs"
     chip: str = "large_router_glb"
     system: str = "ws_dummy_buffer_many_macro"
-    cell_override: str = "rram_neurosim_default.cell.yaml"
     fixed_variables: tuple = (
         ("VOLTAGE_DAC_RESOLUTION", 1),
         ("OUTPUT_BITS", 8),
@@ -73,20 +80,24 @@ class CimloopConfig:
         return d
 
 
-def _num(x: Any, integer: bool) -> Any:
+def _num(x: Any, integer: bool, field: str = "value") -> Any:
     """Canonical number: ints as int, floats rounded to 6 significant digits.
 
     6 digits absorb float32 round-off (0.699999988 -> 0.7) while every knob in the
-    search spaces has at most 3 significant digits.
+    search spaces has at most 3 significant digits. A non-number or non-finite value is a
+    ``RecordError`` naming ``field``.
     """
     if isinstance(x, bool):
         return bool(x)
-    xf = float(x)
+    try:
+        xf = float(x)
+    except (TypeError, ValueError):
+        raise RecordError(f"field {field!r} must be a number, got {x!r}") from None
     if not math.isfinite(xf):
-        raise ValueError(f"non-finite value {x!r}")
+        raise RecordError(f"field {field!r} must be finite, got {x!r}")
     if integer:
         if abs(xf - round(xf)) > 1e-6 * max(1.0, abs(xf)):
-            raise ValueError(f"expected an integer, got {x!r}")
+            raise RecordError(f"field {field!r} must be an integer, got {x!r}")
         return int(round(xf))
     return float(f"{xf:.6g}")
 
@@ -95,36 +106,53 @@ def canonical_layer(layer: Mapping) -> dict:
     """Shape fields of a layer (name dropped: equal shapes share results)."""
     missing = [f for f in LAYER_FIELDS if f not in layer]
     if missing:
-        raise ValueError(f"layer record lacks fields {missing}; needs {list(LAYER_FIELDS)}")
+        raise RecordError(f"layer record lacks fields {missing}; needs {list(LAYER_FIELDS)}")
     kind = layer["kind"]
     if not isinstance(kind, str):
         kind = KINDS[int(kind)]
     if kind not in KINDS:
-        raise ValueError(f"layer.kind={kind!r}; allowed {KINDS}")
+        raise RecordError(f"layer.kind={kind!r}; allowed {KINDS}")
     out = {"kind": kind}
     for f in LAYER_FIELDS[1:]:
-        out[f] = _num(layer[f], True)
+        if f in FIELDS_BY_KEY:   # range check (groups: any whole number, checked by workload_instance)
+            FIELDS_BY_KEY[f].check(layer[f], f"layer.{f}")
+        out[f] = _num(layer[f], True, f"layer.{f}")
     return out
 
 
 def canonical_hw(hw: Mapping) -> dict:
-    """Hardware knobs with fixed defaults filled in, canonical numbers, fixed order."""
-    full = {**HW_FIXED_DEFAULTS, **{k: v for k, v in hw.items() if k in HW_FIELDS}}
+    """Hardware knobs with defaults filled in, canonical numbers, fixed order, plus the cell.
+
+    ``technology_nm`` and ``cell`` are those of the technology the record resolves to
+    (``cimnas_jax.vocab.resolve_technology``; a pair no technology has raises ``RecordError``);
+    ``adc_bits`` defaults to that technology's, ``n_adc_per_bank`` to 16.
+    """
+    tech = resolve_technology(hw)
+    full = {**HW_FIXED_DEFAULTS, "adc_bits": tech.default_adc_bits,
+            **{k: v for k, v in hw.items() if k in HW_FIELDS}, "technology_nm": tech.node_nm}
     missing = [f for f in HW_FIELDS if f not in full]
     if missing:
-        raise ValueError(f"hw record lacks fields {missing}; needs {list(HW_FIELDS)}")
-    return {f: _num(full[f], f in INT_HW_FIELDS) for f in HW_FIELDS}
+        raise RecordError(f"hw record lacks fields {missing}; needs {list(HW_FIELDS)}")
+    for f in HW_FIELDS:   # allowed ranges (cimnas_jax.vocab), the same checks as the analytic path's
+        if f in FIELDS_BY_KEY:
+            FIELDS_BY_KEY[f].check(full[f], f"hw.{f}")
+    check_bits_per_cell(float(full["bits_per_cell"]), tech)
+    out = {f: _num(full[f], f in INT_HW_FIELDS, f"hw.{f}") for f in HW_FIELDS}
+    out[HW_CELL] = tech.cell
+    return out
 
 
 def canonical_record(record: Mapping) -> dict:
     """The part of a layer record that determines its CiMLoop result."""
     for f in ("layer", "input_bits", "weight_bits", "hw"):
         if f not in record:
-            raise ValueError(f"record lacks field {f!r}")
+            raise RecordError(f"record lacks field {f!r}")
+    for f in ("input_bits", "weight_bits"):
+        FIELDS_BY_KEY[f].check(record[f], f)
     return {
         "layer": canonical_layer(record["layer"]),
-        "input_bits": _num(record["input_bits"], True),
-        "weight_bits": _num(record["weight_bits"], True),
+        "input_bits": _num(record["input_bits"], True, "input_bits"),
+        "weight_bits": _num(record["weight_bits"], True, "weight_bits"),
         "hw": canonical_hw(record["hw"]),
     }
 
@@ -195,40 +223,34 @@ def spec_inputs(record: Mapping, config: CimloopConfig | None = None) -> dict:
     return {
         "get_spec": {"macro": config.macro, "tile": config.tile, "chip": config.chip,
                      "system": config.system},
-        "jinja_parse_data": {"cell_override": config.cell_override},
+        "jinja_parse_data": {"cell_override": hw[HW_CELL] + CELL_FILE_SUFFIX},
         "variables": variables,
         "attributes": attributes,
         "instance": workload_instance(rec["layer"]),
     }
 
 
-def record_from_arrays(layer_fields: Mapping, hw_fields: Mapping, name: str = "") -> dict:
+def record_from_arrays(layer_fields: Mapping, hw_fields: Mapping, name: str = "",
+                       technology: str = DEFAULT_TECHNOLOGY) -> dict:
     """Reference-format layer record from one layer's LayerTable / HardwareParams values.
 
     ``layer_fields``: kind (int code or name), C, M, R, S, P, Q, stride, groups,
     input_bits, weight_bits, macs. ``hw_fields``: HardwareParams names (voltage_v,
     bits_per_cell, clock_period_s, rows, cols, router_group, tiles, macros_per_tile,
-    glb_bytes, adc_bits, n_adc_per_bank).
+    glb_bytes, adc_bits, n_adc_per_bank). ``technology``: the technology file's name (a space's
+    ``technology``); the record carries its ``technology_nm`` and ``cell``, and ``adc_bits``
+    from ``hw_fields`` (default: the technology's).
     """
+    tech = technology_by_name(technology)
     kind = layer_fields["kind"]
     kind = kind if isinstance(kind, str) else KINDS[int(kind)]
     layer = {"name": name, "kind": kind}
     for f in LAYER_FIELDS[1:]:
         layer[f] = int(round(float(layer_fields[f])))
     layer["macs"] = int(round(float(layer_fields["macs"])))
-    hw = {
-        "voltage": _num(hw_fields["voltage_v"], False),
-        "bits_per_cell": _num(hw_fields["bits_per_cell"], True),
-        "base_latency_s": _num(hw_fields["clock_period_s"], False),
-        "rows": _num(hw_fields["rows"], True),
-        "cols": _num(hw_fields["cols"], True),
-        "router_group": _num(hw_fields["router_group"], True),
-        "tiles": _num(hw_fields["tiles"], True),
-        "macros_per_tile": _num(hw_fields["macros_per_tile"], True),
-        "glb_depth_words": _num(float(hw_fields["glb_bytes"]) / GLB_WORD_BYTES, True),
-        "technology_nm": HW_FIXED_DEFAULTS["technology_nm"],
-        "adc_bits": _num(hw_fields.get("adc_bits", 8), True),
-        "n_adc_per_bank": _num(hw_fields.get("n_adc_per_bank", 16), True),
-    }
+    defaults = {**HW_RECORD_DEFAULTS, "adc_bits": tech.default_adc_bits}
+    hw = {f.key: _num(float(hw_fields[f.param] if f.param in hw_fields else defaults[f.key]) / f.scale, f.integer,
+                      f"hw.{f.key}") for f in HW_RECORD_FIELDS}
+    hw.update(technology_nm=_num(tech.node_nm, True), cell=tech.cell)
     return {"layer": layer, "input_bits": int(round(float(layer_fields["input_bits"]))),
             "weight_bits": int(round(float(layer_fields["weight_bits"]))), "hw": hw}

@@ -4,8 +4,7 @@ from __future__ import annotations
 import math
 from typing import Mapping, Sequence
 
-COMPONENTS = ("cim_unit", "row_drivers", "column_drivers", "adc", "input_buffer",
-              "output_buffer", "router", "glb")
+from cimnas_jax.vocab import COMPONENTS  # noqa: F401 (re-exported)
 
 
 def design_totals(layer_records: Sequence[Mapping]) -> dict:

@@ -2,9 +2,10 @@
 
     python -m cimnas_jax.hw --backend=analytic --jobs=IN.jsonl --out=OUT.jsonl [--technology=NAME]
 
-Each input line is a record with layer, input_bits, weight_bits and hw (technology_nm, cell and
-adc_bits, when present, select the technology file and ADC resolution); any result fields are
-ignored and replaced. Output is written atomically (tmp file + os.replace).
+Each input line is a record with layer, input_bits, weight_bits and hw; hw.technology_nm and hw.cell
+name the technology (neither: rram_32nm; a pair no technology file has fails that record with an
+error naming both fields) and hw.adc_bits the ADC resolution. Any result fields are ignored and
+replaced. Output is written atomically (tmp file + os.replace).
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("backend", "analytic", "evaluator backend: analytic or cimloop")
 flags.DEFINE_string("jobs", None, "input JSONL of reference-format layer records")
 flags.DEFINE_string("out", None, "output JSONL (written atomically)")
-flags.DEFINE_string("technology", "", "force a technology file (e.g. rram_32nm); default: from each record's hw")
+flags.DEFINE_string("technology", "", "analytic: force a technology file (e.g. rram_32nm) whatever the records "
+                    "say; default: the one each record's hw.technology_nm / hw.cell name")
 
 RESULT_FIELDS = ("status", "error", "result", "ert_art_reused_from")
 
@@ -37,8 +39,8 @@ def run(backend_name: str, jobs: str, out: str, technology: str = "") -> int:
     for n, line in enumerate(src.read_text().splitlines(), 1):
         if not line.strip():
             continue
-        try:
-            r = json.loads(line)
+        try:  # NaN / Infinity literals stay strings: the record is then rejected naming the field
+            r = json.loads(line, parse_constant=str)
         except json.JSONDecodeError as e:
             raise app.UsageError(f"--jobs {jobs}: line {n} is not valid JSON ({e})")
         if not isinstance(r, dict):
@@ -49,29 +51,20 @@ def run(backend_name: str, jobs: str, out: str, technology: str = "") -> int:
     res = backend.evaluate_records(recs)
     dst = Path(out)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(dst, "".join(json.dumps(r) + "\n" for r in res))
+    atomic_write(dst, "".join(json.dumps(r, allow_nan=False) + "\n" for r in res))  # never bare NaN/Infinity
     n_ok = sum(r.get("status") == "ok" for r in res)
     print(f"{backend_name}: {len(res)} records -> {dst} ({n_ok} ok, {len(res) - n_ok} error)")
-    if backend_name == "analytic":
-        _warn_node_mismatch(res)
+    _report_rejected(res)
     return 0
 
 
-def _warn_node_mismatch(res):
-    """Count records whose hw.technology_nm differs from the node of the technology file used for
-    them (the cell selects the file first; e.g. the 7 nm SRAM reference records say 32)."""
+def _report_rejected(res) -> None:
+    """Name, on stderr, the records that failed because their input is bad (a field out of range, a
+    technology_nm/cell pair no technology has), as opposed to a layer that has no valid mapping."""
     import sys
-    from collections import Counter
-    from cimnas_jax.hw import load_technology
-    bad = Counter()
-    for r in res:
-        tname = (r.get("result") or {}).get("technology")
-        node = r.get("hw", {}).get("technology_nm")
-        if tname and isinstance(node, (int, float)) and float(node) != load_technology(tname).node_nm:
-            bad[(float(node), tname)] += 1
-    for (node, tname), n in sorted(bad.items()):
-        print(f"warning: {n} record(s) say hw.technology_nm={node:g} but were evaluated with {tname} "
-              f"(node {load_technology(tname).node_nm:g} nm, chosen by hw.cell)", file=sys.stderr)
+    bad = [r for r in res if r.get("status") == "error" and str(r.get("error", "")).startswith("record ")]
+    if bad:
+        print(f"warning: {len(bad)} record(s) rejected for bad input, e.g. {bad[0]['error']}", file=sys.stderr)
 
 
 def main(argv):

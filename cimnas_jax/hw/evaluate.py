@@ -7,12 +7,14 @@ import jax.numpy as jnp
 
 from cimnas_jax.hw.model import AREA_COMPONENTS, ENERGY_COMPONENTS, chip_area, layer_model
 from cimnas_jax.hw.tech import Technology, load_technology
+from cimnas_jax.workload import capacity
 
 
 @flax.struct.dataclass
 class HWResult:
     """Per-design metrics. energy_j [J], latency_s [s], area_mm2 [mm^2], valid: bool [P]
-    (False if an active layer has no valid mapping, weights do not fit, or a metric is not finite);
+    (False if an active layer has no valid mapping, weights do not fit, or a metric is not finite
+    and positive);
     per-layer energy/latency/ok [P, L]; breakdowns {component: [P]}; cells needed/available [P]."""
 
     energy_j: jax.Array
@@ -26,16 +28,6 @@ class HWResult:
     area_breakdown_mm2: dict
     cells_needed: jax.Array
     cells_available: jax.Array
-
-
-def _capacity(layers, hw):
-    try:
-        from cimnas_jax.workload import capacity
-        return capacity(layers, hw)
-    except ImportError:  # foundation not importable: same rule inline
-        per = layers.n_weights * jnp.ceil(layers.weight_bits / hw.bits_per_cell[..., None])
-        need = jnp.sum(jnp.where(layers.active, per, 0.0), axis=-1)
-        return need, hw.rows * hw.cols * hw.router_group * hw.tiles * hw.macros_per_tile
 
 
 def evaluate_layer_table(tech: Technology, layers, hw) -> HWResult:
@@ -57,10 +49,12 @@ def evaluate_layer_table(tech: Technology, layers, hw) -> HWResult:
     energy = jnp.sum(layer_e, axis=-1)
     latency = jnp.sum(layer_t, axis=-1)
     area_total = sum(area_mm2[k] for k in AREA_COMPONENTS)
-    need, avail = _capacity(layers, hw)
+    need, avail = capacity(layers, hw)
     layer_ok = lm["ok"] | ~act
-    valid = (jnp.all(layer_ok, axis=-1) & (need <= avail) & jnp.isfinite(energy)
-             & jnp.isfinite(latency) & jnp.isfinite(area_total))
+    # a metric that is not finite and positive (e.g. a technology with unphysical coefficients) is a
+    # failure, never a score
+    valid = (jnp.all(layer_ok, axis=-1) & (need <= avail) & jnp.isfinite(energy) & (energy > 0)
+             & jnp.isfinite(latency) & (latency > 0) & jnp.isfinite(area_total) & (area_total > 0))
     return HWResult(energy_j=energy, latency_s=latency, area_mm2=area_total, valid=valid,
                     layer_energy_j=layer_e, layer_latency_s=layer_t, layer_ok=layer_ok,
                     energy_breakdown_j=e_comp, area_breakdown_mm2=area_mm2,

@@ -11,13 +11,12 @@ safe (ceil/floor only on discrete quantities).
 """
 from __future__ import annotations
 
+import flax.struct
+import jax
 import jax.numpy as jnp
 
 from cimnas_jax.hw.tech import Technology
-
-ENERGY_COMPONENTS = ("cim_unit", "row_drivers", "column_drivers", "adc", "input_buffer",
-                     "output_buffer", "router", "glb")
-AREA_COMPONENTS = ENERGY_COMPONENTS
+from cimnas_jax.vocab import AREA_COMPONENTS, ENERGY_COMPONENTS, KIND_DEPTHWISE  # noqa: F401 (re-exported)
 OUTPUT_BITS = 8.0
 GLB_REF_BYTES = 8.0 * 2 ** 20
 _LN10_10 = jnp.log(10.0) / 10.0
@@ -91,79 +90,164 @@ def slice_factor(c: dict, weight_bits, bits_per_cell):
     return (n - 1.0) + part
 
 
-def layer_model(tech: Technology, layers, hw, adc_bits=None):
-    """Per-layer cycles, latency [s], energy breakdown [J] and the feasibility flag.
+@flax.struct.dataclass
+class LayerShape:
+    """A layer in mapping terms, every field ``[..., L]``: groups (depthwise: C, one per macro; else 1),
+    channels per group in/out, kernel R x S, output P x Q, input size H x W (with halo), stride, bits."""
 
-    ``layers``: LayerTable-like with fields [..., L]; ``hw``: HardwareParams-like with fields [...].
-    Returns dict: cycles, latency_s, energy_j {component: [..., L]}, ok (bool [..., L]).
-    """
-    c = tech.coef
-    e = lambda x: x[..., None]
-    V, bpc, clk = e(hw.voltage_v), e(hw.bits_per_cell), e(hw.clock_period_s)
-    rows, cols = e(hw.rows), e(hw.cols)
-    mpt = e(hw.macros_per_tile)
-    glb_bytes = e(hw.glb_bytes)
-    abits = e(hw.adc_bits if adc_bits is None else adc_bits)
-    n_adc = e(hw.n_adc_per_bank)
+    groups: jax.Array
+    c_per_group: jax.Array
+    m_per_group: jax.Array
+    R: jax.Array
+    S: jax.Array
+    P: jax.Array
+    Q: jax.Array
+    H: jax.Array
+    W: jax.Array
+    C: jax.Array
+    stride: jax.Array
+    input_bits: jax.Array
+    weight_bits: jax.Array
+    depthwise: jax.Array  # bool
+
+
+@flax.struct.dataclass
+class Mapping:
+    """How one layer sits on the chip (discrete, as timeloop's mapper places it), ``[..., L]``.
+
+    slices: columns per weight (ceil(W / bits per cell)); row_tiles / col_tiles: crossbars a weight
+    copy spans down / across; macros_per_copy: row_tiles x col_tiles x groups; passes: weight passes
+    when one copy does not fit at once (T); copies: spare fan-out that holds extra weight copies;
+    spare_macro / spare_tile / spare_router: that fan-out per level; p_parallel: output rows computed
+    at once (min(P, copies)); p_steps: temporal steps over P; cycles; latency_s [s]."""
+
+    slices: jax.Array
+    row_tiles: jax.Array
+    col_tiles: jax.Array
+    macros_per_copy: jax.Array
+    passes: jax.Array
+    copies: jax.Array
+    spare_macro: jax.Array
+    spare_tile: jax.Array
+    spare_router: jax.Array
+    p_parallel: jax.Array
+    p_steps: jax.Array
+    cycles: jax.Array
+    latency_s: jax.Array
+
+
+@flax.struct.dataclass
+class Actions:
+    """Per-layer action counts, ``[..., L]``: pulses per input value (temporal DAC, 2^ib - 1), MACs,
+    row_inputs (input values applied to rows), outputs, in_bits / out_bits (feature maps), and the
+    global-buffer traffic terms: p_macro / p_tile / p_router (the P split per level, innermost
+    first), rows_per_router (output rows one router-level copy computes per step), footprint (input
+    rows it reads), row_reread (input rows read / H: halos across routers and P steps), col_reuse
+    (Q S / W: sliding-window reuse along Q), c_passes / m_passes (weight passes that split C -> partial
+    sums, or M -> input re-reads), multi_pass (several passes, non-depthwise)."""
+
+    pulses: jax.Array
+    macs: jax.Array
+    row_inputs: jax.Array
+    outputs: jax.Array
+    in_bits: jax.Array
+    out_bits: jax.Array
+    p_macro: jax.Array
+    p_tile: jax.Array
+    p_router: jax.Array
+    rows_per_router: jax.Array
+    footprint: jax.Array
+    row_reread: jax.Array
+    col_reuse: jax.Array
+    c_passes: jax.Array
+    m_passes: jax.Array
+    multi_pass: jax.Array
+
+
+def _hw_col(x):
+    return x[..., None]   # hardware [...] against layers [..., L]
+
+
+def layer_shape(layers) -> LayerShape:
     C, M, R, S, P, Q = layers.C, layers.M, layers.R, layers.S, layers.P, layers.Q
-    stride, ib, wb = layers.stride, layers.input_bits, layers.weight_bits
-    dw = layers.kind == 1
-    G = jnp.where(dw, C, 1.0)
-    Cg = jnp.where(dw, 1.0, C)
-    Mg = jnp.where(dw, 1.0, M)
-    slices = jnp.ceil(wb / bpc)
-    # --- mapping: crossbar tiles per weight copy, copies into spare macros, cycles
-    rt = jnp.ceil(Cg * R * S / rows)
-    ct = jnp.ceil(Mg * slices / cols)
-    nw = rt * ct * G
-    T, dup, (left_m, left_t, left_rg) = _place(nw, mpt, e(hw.tiles), e(hw.router_group))
-    d = jnp.minimum(P, dup)
-    Pt = jnp.ceil(P / d)
-    cycles = Q * Pt * T
-    latency_s = cycles * clk / V
-    # --- action counts
-    pulses = 2.0 ** ib - 1.0                       # temporal DAC: pulse train per input value
-    macs = G * Cg * Mg * R * S * P * Q
-    row_inputs = P * Q * G * Cg * R * S            # input values applied to rows
-    outs = G * Mg * P * Q
-    H = (P - 1.0) * stride + R
-    Wd = (Q - 1.0) * stride + S
-    in_bits = C * H * Wd * ib
-    out_bits = outs * OUTPUT_BITS
-    # GLB -> router input traffic: each router-level copy reads its own rows (halo re-read, no
-    # multicast across routers); each temporal P step re-reads its halo; Q slides (fitted reuse).
-    # the mapper fills the P split innermost first (macro, then tile, then router group), so only
-    # what the lower levels cannot take is split across routers
-    p_m = jnp.minimum(P, left_m)
-    p_t = jnp.minimum(jnp.ceil(P / p_m), left_t)
-    d_rg = jnp.minimum(jnp.ceil(P / (p_m * p_t)), left_rg)
-    p_in = jnp.ceil(P / (Pt * d_rg))
-    foot = jnp.minimum((p_in - 1.0) * stride + R, H)
-    fp = Pt * d_rg * foot / H
-    fq = Q * S / Wd
-    Tc = jnp.where(dw, 1.0, jnp.minimum(T, rt))    # temporal split of C -> partial sums
-    Tm = jnp.where(dw, 1.0, T / Tc)                # temporal split of M -> input re-reads
-    # several weight passes (T > 1) put a temporal M/C loop inside P, Q: the sliding-window reuse
-    # along Q is lost, each output pixel's window is re-read.
-    multi = (T > 1.0) & ~dw
-    a_fp = jnp.where(dw, c["glb_fp_exp_dw"], jnp.where(multi, c["glb_fp_exp_t"], c["glb_fp_exp"]))
-    a_fq = jnp.where(dw, c["glb_fq_exp_dw"], jnp.where(multi, c["glb_fq_exp_t"], c["glb_fq_exp"]))
-    # products of powers are evaluated as exp(sum of logs): one exp per term (CPU throughput)
+    stride = layers.stride
+    dw = layers.kind == KIND_DEPTHWISE
+    return LayerShape(groups=jnp.where(dw, C, 1.0), c_per_group=jnp.where(dw, 1.0, C),
+                      m_per_group=jnp.where(dw, 1.0, M), R=R, S=S, P=P, Q=Q,
+                      H=(P - 1.0) * stride + R, W=(Q - 1.0) * stride + S, C=C, stride=stride,
+                      input_bits=layers.input_bits, weight_bits=layers.weight_bits, depthwise=dw)
+
+
+def map_layer(shape: LayerShape, hw) -> Mapping:
+    """Crossbar tiles per weight copy, copies into spare macros, cycles and latency
+    (``cycles = Q x ceil(P / min(P, copies)) x passes``; ``latency = cycles x clock / V``)."""
+    slices = jnp.ceil(shape.weight_bits / _hw_col(hw.bits_per_cell))
+    row_tiles = jnp.ceil(shape.c_per_group * shape.R * shape.S / _hw_col(hw.rows))
+    col_tiles = jnp.ceil(shape.m_per_group * slices / _hw_col(hw.cols))
+    per_copy = row_tiles * col_tiles * shape.groups
+    passes, copies, (spare_m, spare_t, spare_rg) = _place(per_copy, _hw_col(hw.macros_per_tile), _hw_col(hw.tiles),
+                                                          _hw_col(hw.router_group))
+    p_parallel = jnp.minimum(shape.P, copies)
+    p_steps = jnp.ceil(shape.P / p_parallel)
+    cycles = shape.Q * p_steps * passes
+    latency_s = cycles * _hw_col(hw.clock_period_s) / _hw_col(hw.voltage_v)
+    return Mapping(slices=slices, row_tiles=row_tiles, col_tiles=col_tiles, macros_per_copy=per_copy,
+                   passes=passes, copies=copies, spare_macro=spare_m, spare_tile=spare_t, spare_router=spare_rg,
+                   p_parallel=p_parallel, p_steps=p_steps, cycles=cycles, latency_s=latency_s)
+
+
+def action_counts(shape: LayerShape, m: Mapping) -> Actions:
+    """Action counts of one inference. GLB -> router input traffic: each router-level copy reads its
+    own rows (halo re-read, no multicast across routers); each temporal P step re-reads its halo; Q
+    slides (fitted reuse). The mapper fills the P split innermost first (macro, then tile, then router
+    group), so only what the lower levels cannot take is split across routers."""
+    G, Cg, Mg = shape.groups, shape.c_per_group, shape.m_per_group
+    R, S, P, Q, H, dw = shape.R, shape.S, shape.P, shape.Q, shape.H, shape.depthwise
+    outputs = G * Mg * P * Q
+    p_macro = jnp.minimum(P, m.spare_macro)
+    p_tile = jnp.minimum(jnp.ceil(P / p_macro), m.spare_tile)
+    p_router = jnp.minimum(jnp.ceil(P / (p_macro * p_tile)), m.spare_router)
+    rows_per_router = jnp.ceil(P / (m.p_steps * p_router))
+    footprint = jnp.minimum((rows_per_router - 1.0) * shape.stride + R, H)
+    c_passes = jnp.where(dw, 1.0, jnp.minimum(m.passes, m.row_tiles))   # temporal split of C -> partial sums
+    return Actions(
+        pulses=2.0 ** shape.input_bits - 1.0, macs=G * Cg * Mg * R * S * P * Q, row_inputs=P * Q * G * Cg * R * S,
+        outputs=outputs, in_bits=shape.C * H * shape.W * shape.input_bits, out_bits=outputs * OUTPUT_BITS,
+        p_macro=p_macro, p_tile=p_tile, p_router=p_router, rows_per_router=rows_per_router, footprint=footprint,
+        row_reread=m.p_steps * p_router * footprint / H, col_reuse=Q * S / shape.W,
+        c_passes=c_passes, m_passes=jnp.where(dw, 1.0, m.passes / c_passes),   # temporal split of M -> re-reads
+        # several weight passes (passes > 1) put a temporal M/C loop inside P, Q: the sliding-window
+        # reuse along Q is lost, each output pixel's window is re-read
+        multi_pass=(m.passes > 1.0) & ~dw)
+
+
+def component_energies(tech: Technology, shape: LayerShape, m: Mapping, a: Actions, hw, adc_bits=None) -> dict:
+    """Energy per component [J] ``{name: [..., L]}`` (names ``ENERGY_COMPONENTS``; absent ones 0).
+    Products of powers are evaluated as exp(sum of logs): one exp per term (CPU throughput)."""
+    c = tech.coef
+    V, clk, rows, cols = _hw_col(hw.voltage_v), _hw_col(hw.clock_period_s), _hw_col(hw.rows), _hw_col(hw.cols)
+    mpt, glb_bytes = _hw_col(hw.macros_per_tile), _hw_col(hw.glb_bytes)
+    abits = _hw_col(hw.adc_bits if adc_bits is None else adc_bits)
+    dw = shape.depthwise
+    exp_reread = jnp.where(dw, c["glb_fp_exp_dw"], jnp.where(a.multi_pass, c["glb_fp_exp_t"], c["glb_fp_exp"]))
+    exp_reuse = jnp.where(dw, c["glb_fq_exp_dw"], jnp.where(a.multi_pass, c["glb_fq_exp_t"], c["glb_fq_exp"]))
     ln = jnp.log
-    ln_in_tr = ln(in_bits) + a_fp * ln(fp) + a_fq * ln(fq) + c["glb_tm_exp"] * ln(Tm)
-    out_traffic = out_bits * (1.0 + jnp.maximum(c["glb_psum"], 0.0) * (Tc - 1.0))  # psum read-modify-write
-    ln_out_tr = ln(out_traffic)
+    ln_in_traffic = (ln(a.in_bits) + exp_reread * ln(a.row_reread) + exp_reuse * ln(a.col_reuse)
+                     + c["glb_tm_exp"] * ln(a.m_passes))
+    out_traffic = a.out_bits * (1.0 + jnp.maximum(c["glb_psum"], 0.0) * (a.c_passes - 1.0))  # psum read-modify-write
+    ln_out_traffic = ln(out_traffic)
     lnV = ln(V)
-    ln_pulses, ln_ib, ln_ct, ln_rt, ln_sl = ln(pulses), ln(ib), ln(ct), ln(rt), ln(slices)
-    ln_rin, ln_outs = ln(row_inputs), ln(outs)
-    ln_convs = ln_outs + ln_rt + ln_sl
-    # --- energies [J]
-    adc_e, _ = adc_energy_area(c, tech.node_nm, abits, cols, V, clk, n_adc)
+    ln_pulses, ln_ib, ln_ct, ln_rt, ln_sl = ln(a.pulses), ln(shape.input_bits), ln(m.col_tiles), ln(m.row_tiles), \
+        ln(m.slices)
+    ln_rin, ln_outs = ln(a.row_inputs), ln(a.outputs)
+    ln_convs = ln_outs + ln_rt + ln_sl                         # ADC conversions = outputs x row tiles x slices
+    adc_e, _ = adc_energy_area(c, tech.node_nm, abits, cols, V, clk, _hw_col(hw.n_adc_per_bank))
     ld = jnp.log2(glb_bytes / GLB_REF_BYTES)
     ln_glb_scale = c["glb_e1"] * ld + c["glb_e2"] * ld ** 2
     ex = jnp.exp
     en = {
-        "cim_unit": ex(c["ln_e_cim"] + ln(macs) + ln_pulses + c["cim_v_exp"] * lnV) * slice_factor(c, wb, bpc),
+        "cim_unit": ex(c["ln_e_cim"] + ln(a.macs) + ln_pulses + c["cim_v_exp"] * lnV)
+        * slice_factor(c, shape.weight_bits, _hw_col(hw.bits_per_cell)),
         # per input pulse on one column tile: wordline charge (cols^k V^2) + driver-sizing term
         "row_drivers": ex(c["ln_e_row"] + ln_rin + ln_ct + c["row_pulse_exp"] * ln_pulses + c["row_ib_exp"] * ln_ib
                           + c["row_cols_exp"] * ln(cols) + 2.0 * lnV)
@@ -175,14 +259,34 @@ def layer_model(tech: Technology, layers, hw, adc_bits=None):
                            + c["ibuf_size_exp"] * ln(rows * mpt)),
         "output_buffer": ex(c["ln_e_obuf"] + ln_outs + jnp.log(OUTPUT_BITS) + c["obuf_rt_exp"] * ln_rt
                             + c["obuf_sl_exp"] * ln_sl + c["obuf_size_exp"] * ln(cols * mpt)),
-        "router": ex(c["ln_e_router_in"] + ln_in_tr) + ex(c["ln_e_router_out"] + ln_out_tr),
-        "glb": ex(ln_glb_scale + c["ln_e_glb_in"] + ln_in_tr) + ex(ln_glb_scale + c["ln_e_glb_out"] + ln_out_tr),
+        "router": ex(c["ln_e_router_in"] + ln_in_traffic) + ex(c["ln_e_router_out"] + ln_out_traffic),
+        "glb": ex(ln_glb_scale + c["ln_e_glb_in"] + ln_in_traffic) + ex(ln_glb_scale + c["ln_e_glb_out"] + ln_out_traffic),
     }
     for k in tech.absent_components:
         en[k] = jnp.zeros_like(en[k])
-    fmap_bytes = (in_bits + out_bits) / 8.0
-    ok = fmap_bytes <= c["ok_theta"] * glb_bytes
-    return {"cycles": cycles, "latency_s": latency_s, "energy_j": en, "ok": ok, "macros_per_copy": nw}
+    return en
+
+
+def layer_fits(tech: Technology, a: Actions, hw) -> jax.Array:
+    """bool ``[..., L]``: input + output feature maps (bytes) <= ok_theta x GLB bytes (else timeloop
+    finds no valid mapping)."""
+    return (a.in_bits + a.out_bits) / 8.0 <= tech.coef["ok_theta"] * _hw_col(hw.glb_bytes)
+
+
+def layer_model(tech: Technology, layers, hw, adc_bits=None):
+    """Per-layer cycles, latency [s], energy breakdown [J] and the feasibility flag.
+
+    ``layers``: LayerTable-like with fields [..., L]; ``hw``: HardwareParams-like with fields [...].
+    Returns dict: cycles, latency_s, energy_j {component: [..., L]}, ok (bool [..., L]),
+    macros_per_copy. The parts: ``layer_shape`` -> ``map_layer`` -> ``action_counts`` ->
+    ``component_energies`` / ``layer_fits``.
+    """
+    shape = layer_shape(layers)
+    m = map_layer(shape, hw)
+    a = action_counts(shape, m)
+    en = component_energies(tech, shape, m, a, hw, adc_bits)
+    return {"cycles": m.cycles, "latency_s": m.latency_s, "energy_j": en, "ok": layer_fits(tech, a, hw),
+            "macros_per_copy": m.macros_per_copy}
 
 
 def chip_area(tech: Technology, hw, max_slices, adc_bits=None):

@@ -1,4 +1,11 @@
-"""Reference-format layer records (CiMLoop reference JSONL schema) <-> model arrays."""
+"""Reference-format layer records (CiMLoop reference JSONL schema) <-> model arrays.
+
+Every record is checked field by field before the model sees it (``record_values``): a missing,
+null, non-numeric, non-finite or out-of-range field (zero rows, negative voltage, 2-bit ADC, ...)
+or a technology_nm / cell pair no technology has makes that record ``status: error`` with a
+message naming the field and its allowed range. A result whose energy, latency or area is not
+finite and positive is an error too, never "ok".
+"""
 from __future__ import annotations
 
 import math
@@ -7,75 +14,83 @@ import numpy as np
 import jax.numpy as jnp
 
 from cimnas_jax.workload import HardwareParams, make_layer_table
-from cimnas_jax.hw.model import ENERGY_COMPONENTS, chip_area, layer_model
+from cimnas_jax.hw.model import chip_area, layer_model
 from cimnas_jax.hw.tech import Technology, load_technology
-
-KINDS = {"conv": 0, "depthwise": 1, "pointwise": 2, "fc": 3}
-GLB_WORD_BYTES = 256  # CiMLoop glb word = 2048 bits
-
-
-class RecordError(ValueError):
-    """A job record is malformed (message names the record and field)."""
+from cimnas_jax.vocab import (BIT_FIELDS, ENERGY_COMPONENTS, HW_PARAM_FIELDS, HW_RECORD_DEFAULTS, HW_RECORD_FIELDS,
+                              KIND_CODES, LAYER_DIM_FIELDS, RecordError, resolve_technology)
 
 
 def tech_name_for(hw: dict) -> str:
-    """Technology file selected by a record's hw (cell overrides node; default rram_32nm)."""
-    cell = str(hw.get("cell", "")).lower()
-    if "sram" in cell:
-        return "sram_7nm"
-    if "rram" in cell:
-        return "rram_32nm"
-    node = hw.get("technology_nm")
-    if node is not None and float(node) <= 10:
-        return "sram_7nm"
-    return "rram_32nm"
+    """Technology file a record's ``hw`` names (``hw.technology_nm`` + ``hw.cell``; neither: rram_32nm).
+    A pair that no technology file has raises ``RecordError`` naming both fields."""
+    return resolve_technology(hw).name
 
 
-def _get(d, k, rid):
-    if not isinstance(d, dict) or k not in d:
-        raise RecordError(f"record {rid!r}: missing field {k!r}")
-    v = d[k]
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise RecordError(f"record {rid!r}: field {k!r} must be a finite number, got {v!r}")
-    return float(v)
+def error_record(rec, message: str) -> dict:
+    """Copy of ``rec`` marked as failed: status "error", the message, no result."""
+    r = dict(rec)
+    r.update(status="error", error=message, result=None)
+    return r
+
+
+def _section(rec: dict, key: str) -> dict:
+    d = rec.get(key)
+    if not isinstance(d, dict):
+        raise RecordError(f"missing field {key!r} (an object)")
+    return d
+
+
+def record_values(rec: dict, tech: Technology) -> tuple[dict, dict]:
+    """Checked model inputs of one record: ({C, M, R, S, P, Q, stride, kind, input_bits, weight_bits},
+    {HardwareParams field: value}) as floats in model units (glb_bytes = glb_depth_words x 256).
+    Raises ``RecordError`` naming the first bad field and its allowed range."""
+    lay, hw = _section(rec, "layer"), _section(rec, "hw")
+    out = {}
+    for f in LAYER_DIM_FIELDS:
+        out[f.param] = f.check(lay.get(f.key), f"layer.{f.key}")
+    kind = lay.get("kind")
+    if kind not in KIND_CODES:
+        raise RecordError(f"field 'layer.kind' must be one of {sorted(KIND_CODES)}, got {kind!r}")
+    out["kind"] = KIND_CODES[kind]
+    for f in BIT_FIELDS:
+        out[f.param] = f.check(rec.get(f.key), f.key)
+    defaults = {**HW_RECORD_DEFAULTS, "adc_bits": tech.default_adc_bits}
+    hwv = {}
+    for f in HW_RECORD_FIELDS:
+        if f.key in hw:
+            v = hw[f.key]
+        elif f.key in defaults:
+            v = defaults[f.key]
+        else:
+            raise RecordError(f"missing field 'hw.{f.key}': must be {f.allowed()}")
+        hwv[f.param] = f.check(v, f"hw.{f.key}") * f.scale
+    if hwv["bits_per_cell"] > tech.max_bits_per_cell:
+        raise RecordError(f"field 'hw.bits_per_cell' must be a whole number in 1..{tech.max_bits_per_cell} for "
+                          f"{tech.name} (cell {tech.cell_name or tech.cell_type}), got {hw.get('bits_per_cell')!r}")
+    return out, hwv
+
+
+def values_to_arrays(vals: list[tuple[dict, dict]]):
+    """([N,1] LayerTable, [N] HardwareParams) from ``record_values`` outputs."""
+    col = lambda k: np.asarray([v[0][k] for v in vals], np.float32)[:, None]
+    layers = make_layer_table(col("C"), col("M"), col("R"), col("S"), col("P"), col("Q"), col("stride"),
+                              col("kind").astype(np.int32), col("input_bits"), col("weight_bits"),
+                              np.ones((len(vals), 1), bool))
+    hwp = HardwareParams(**{k: jnp.asarray(np.asarray([v[1][k] for v in vals], np.float32))
+                            for k in HW_PARAM_FIELDS})
+    return layers, hwp
 
 
 def records_to_arrays(recs: list[dict], tech: Technology):
-    """Build ([N,1] LayerTable, [N] HardwareParams) from reference-format records."""
-    cols = {k: [] for k in ("C", "M", "R", "S", "P", "Q", "stride", "kind", "ib", "wb")}
-    hwc = {k: [] for k in HardwareParams.__dataclass_fields__}
-    for r in recs:
-        rid = r.get("id", "?")
-        lay = r.get("layer")
-        if not isinstance(lay, dict):
-            raise RecordError(f"record {rid!r}: missing field 'layer'")
-        for k in ("C", "M", "R", "S", "P", "Q", "stride"):
-            cols[k].append(_get(lay, k, rid))
-        kind = lay.get("kind")
-        if kind not in KINDS:
-            raise RecordError(f"record {rid!r}: field 'layer.kind' must be one of {sorted(KINDS)}, got {kind!r}")
-        cols["kind"].append(KINDS[kind])
-        cols["ib"].append(_get(r, "input_bits", rid))
-        cols["wb"].append(_get(r, "weight_bits", rid))
-        hw = r.get("hw")
-        if not isinstance(hw, dict):
-            raise RecordError(f"record {rid!r}: missing field 'hw'")
-        hwc["voltage_v"].append(_get(hw, "voltage", rid))
-        hwc["bits_per_cell"].append(_get(hw, "bits_per_cell", rid))
-        hwc["clock_period_s"].append(_get(hw, "base_latency_s", rid))
-        hwc["rows"].append(_get(hw, "rows", rid))
-        hwc["cols"].append(_get(hw, "cols", rid))
-        hwc["router_group"].append(_get(hw, "router_group", rid))
-        hwc["tiles"].append(_get(hw, "tiles", rid))
-        hwc["macros_per_tile"].append(_get(hw, "macros_per_tile", rid))
-        hwc["glb_bytes"].append(_get(hw, "glb_depth_words", rid) * GLB_WORD_BYTES)
-        hwc["adc_bits"].append(float(hw.get("adc_bits", tech.default_adc_bits)))
-        hwc["n_adc_per_bank"].append(float(hw.get("n_adc_per_bank", 16)))
-    a = {k: np.asarray(v, np.float32)[:, None] for k, v in cols.items()}
-    layers = make_layer_table(a["C"], a["M"], a["R"], a["S"], a["P"], a["Q"], a["stride"],
-                              a["kind"].astype(np.int32), a["ib"], a["wb"], np.ones_like(a["C"], bool))
-    hwp = HardwareParams(**{k: jnp.asarray(np.asarray(v, np.float32)) for k, v in hwc.items()})
-    return layers, hwp
+    """Build ([N,1] LayerTable, [N] HardwareParams) from reference-format records (every record
+    must be valid: ``RecordError`` naming the record and field otherwise)."""
+    vals = []
+    for i, r in enumerate(recs):
+        try:
+            vals.append(record_values(r, tech))
+        except RecordError as e:
+            raise RecordError(f"record {r.get('id', i)!r}: {e}") from None
+    return values_to_arrays(vals)
 
 
 def predict_arrays(tech: Technology, layers, hw):
@@ -88,43 +103,58 @@ def predict_arrays(tech: Technology, layers, hw):
             "area": ar, "ok": lm["ok"][:, 0], "n_macros": hw.router_group * hw.tiles * hw.macros_per_tile}
 
 
+def _finite_positive(**vals) -> list[str]:
+    return [f"{k}={v!r}" for k, v in vals.items() if not (isinstance(v, float) and math.isfinite(v) and v > 0)]
+
+
 def evaluate_records(recs: list[dict], tech_name: str | None = None) -> list[dict]:
     """Evaluate reference-format records; returns copies with status/error/result in the
-    reference's field names and units (J, s, m^2)."""
+    reference's field names and units (J, s, m^2). A bad record fails alone (``status: error``,
+    the message names the field and its allowed range); results are finite or the record fails."""
     out = [None] * len(recs)
-    by_tech: dict[str, list[int]] = {}
+    by_tech: dict[str, list] = {}
     for i, r in enumerate(recs):
-        hw = r.get("hw") if isinstance(r, dict) else None
-        if not isinstance(hw, dict):
-            raise RecordError(f"record {i} ({r.get('id', '?') if isinstance(r, dict) else r!r}): missing field 'hw'")
-        by_tech.setdefault(tech_name or tech_name_for(hw), []).append(i)
-    for tname, idx in by_tech.items():
+        if not isinstance(r, dict):
+            raise RecordError(f"record {i}: not a JSON object ({r!r})")
+        rid = r.get("id", i)
+        try:
+            hw = _section(r, "hw")
+            name = tech_name or tech_name_for(hw)
+            vals = record_values(r, load_technology(name))
+        except RecordError as e:
+            out[i] = error_record(r, f"record {rid!r}: {e}")
+            continue
+        by_tech.setdefault(name, []).append((i, vals))
+    for tname, items in by_tech.items():
         tech = load_technology(tname)
-        layers, hw = records_to_arrays([recs[i] for i in idx], tech)
+        layers, hw = values_to_arrays([v for _, v in items])
         pr = jax_to_np(predict_arrays(tech, layers, hw))
-        for j, i in enumerate(idx):
+        for j, (i, _) in enumerate(items):
             r = dict(recs[i])
             r.pop("error", None)
-            ok = bool(pr["ok"][j])
             cyc = float(pr["cycles"][j])
             cs = float(hw.clock_period_s[j] / hw.voltage_v[j])
             eb = {k: float(pr["energy"][k][j]) for k in ENERGY_COMPONENTS}
             ab = {k: float(pr["area"][k][j]) for k in ENERGY_COMPONENTS}
-            e = sum(eb.values())
+            e, area = sum(eb.values()), sum(ab.values())
             macs = float(layers.macs[j, 0])
-            res = {"energy_J": e, "cycles": cyc, "cycle_seconds": cs, "latency_s": cyc * cs,
-                   "area_m2_total": sum(ab.values()), "n_macros": float(pr["n_macros"][j]),
-                   "computes": macs, "tops_per_w": 2 * macs / e / 1e12 if e > 0 else None,
-                   "energy_breakdown_J": eb, "area_breakdown_m2": ab,
-                   "backend": "analytic", "technology": tname}
-            if ok:
-                r["status"] = "ok"
-                r["result"] = res
-            else:
-                r["status"] = "error"
-                r["error"] = ("analytic layer_ok rule: input+output feature maps exceed the global buffer "
-                              "(CiMLoop: timeloop found no valid mapping)")
-                r["result"] = None
+            bad = _finite_positive(energy_J=e, latency_s=cyc * cs, area_m2_total=area)
+            bad += [f"energy_breakdown_J.{k}={v!r}" for k, v in eb.items() if not (math.isfinite(v) and v >= 0)]
+            bad += [f"area_breakdown_m2.{k}={v!r}" for k, v in ab.items() if not (math.isfinite(v) and v >= 0)]
+            if bad:
+                out[i] = error_record(r, f"record {r.get('id', i)!r}: analytic model ({tname}) gave a non-finite or "
+                                         f"non-positive result: {', '.join(bad[:4])}; check the technology file")
+                continue
+            if not bool(pr["ok"][j]):
+                out[i] = error_record(r, "analytic layer_ok rule: input+output feature maps exceed the global "
+                                         "buffer (CiMLoop: timeloop found no valid mapping)")
+                continue
+            r["status"] = "ok"
+            r["result"] = {"energy_J": e, "cycles": cyc, "cycle_seconds": cs, "latency_s": cyc * cs,
+                           "area_m2_total": area, "n_macros": float(pr["n_macros"][j]),
+                           "computes": macs, "tops_per_w": 2 * macs / e / 1e12,
+                           "energy_breakdown_J": eb, "area_breakdown_m2": ab,
+                           "backend": "analytic", "technology": tname}
             out[i] = r
     return out
 

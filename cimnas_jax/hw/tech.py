@@ -16,7 +16,8 @@ from pathlib import Path
 import flax.struct
 import numpy as np
 
-TECH_DIR = Path(__file__).resolve().parent / "tech"
+from cimnas_jax.vocab import COMPONENTS, TECH_DIR  # noqa: F401 (TECH_DIR re-exported)
+
 
 # Every coefficient the analytic model reads (names documented in docs/hardware_model.md).
 COEFFICIENT_NAMES = (
@@ -71,6 +72,12 @@ OPTIONAL_COEFFICIENTS = {
     "ln_e_row2": -80.0, "row2_v_exp": 0.0, "row2_cols_exp": 0.0,
 }
 ALL_COEFFICIENT_NAMES = COEFFICIENT_NAMES + tuple(OPTIONAL_COEFFICIENTS)
+# Coefficients whose sign physics fixes (the others are logs, exponents or intercepts of log-linear
+# fits, where any sign is allowed): a read can't cost less than nothing (cim_slice_a/b), a partial sum
+# can't un-write the GLB (glb_psum), an ADC's FOM can't improve with its rate (adc_fom_slope), the
+# feasibility threshold is a positive fraction of the GLB (ok_theta).
+NONNEGATIVE_COEFFICIENTS = ("cim_slice_a", "cim_slice_b", "glb_psum", "adc_fom_slope")
+POSITIVE_COEFFICIENTS = ("ok_theta",)
 
 
 class TechnologyError(ValueError):
@@ -87,6 +94,7 @@ class Technology:
     name: str = flax.struct.field(pytree_node=False, default="")
     node_nm: float = flax.struct.field(pytree_node=False, default=32.0)
     cell_type: str = flax.struct.field(pytree_node=False, default="RRAM")
+    cell_name: str = flax.struct.field(pytree_node=False, default="")   # CiMLoop cell file (no .cell.yaml)
     cell_area_m2: float = flax.struct.field(pytree_node=False, default=0.0)
     max_bits_per_cell: int = flax.struct.field(pytree_node=False, default=8)
     default_adc_bits: float = flax.struct.field(pytree_node=False, default=8.0)
@@ -145,17 +153,25 @@ def technology_from_dict(d: dict, where: str = "<dict>") -> Technology:
         coef[k] = np.float32(_num(_need(coefs, k, where + " coefficients"), f"coefficients.{k}", where))
     for k, default in OPTIONAL_COEFFICIENTS.items():
         coef[k] = np.float32(_num(coefs.get(k, default), f"coefficients.{k}", where))
+    for k in NONNEGATIVE_COEFFICIENTS:
+        if coef[k] < 0:
+            raise TechnologyError(f"technology file {where}: field 'coefficients.{k}' must be >= 0, got {float(coef[k])!r}")
+    for k in POSITIVE_COEFFICIENTS:
+        if coef[k] <= 0:
+            raise TechnologyError(f"technology file {where}: field 'coefficients.{k}' must be > 0, got {float(coef[k])!r}")
     unknown = sorted(set(coefs) - set(ALL_COEFFICIENT_NAMES))
     if unknown:
         raise TechnologyError(f"technology file {where}: unknown field(s) in 'coefficients': {unknown}")
+    cell_name = d.get("cell_name", "")
+    if not isinstance(cell_name, str):
+        raise TechnologyError(f"technology file {where}: field 'cell_name' must be a string (CiMLoop cell file name)")
     absent = d.get("absent_components", [])
-    known = ("cim_unit", "row_drivers", "column_drivers", "adc", "input_buffer", "output_buffer", "router", "glb")
-    if not isinstance(absent, list) or any(a not in known for a in absent):
-        raise TechnologyError(f"technology file {where}: field 'absent_components' must be a list of {list(known)}")
+    if not isinstance(absent, list) or any(a not in COMPONENTS for a in absent):
+        raise TechnologyError(f"technology file {where}: field 'absent_components' must be a list of {list(COMPONENTS)}")
     # numpy (not jax) leaves: a technology loaded inside a jit trace must not hold tracers
     return Technology(coef=coef, glb_ln_bytes=np.log(np.asarray(kb, np.float32)),
                       glb_ln_area=np.log(np.asarray(ka, np.float32)), name=name, node_nm=node,
-                      cell_type=ctype, cell_area_m2=area, max_bits_per_cell=int(mbpc),
+                      cell_type=ctype, cell_name=cell_name, cell_area_m2=area, max_bits_per_cell=int(mbpc),
                       default_adc_bits=adc, version=version, absent_components=tuple(absent))
 
 
@@ -165,6 +181,7 @@ def technology_to_dict(tech: Technology, extra: dict | None = None) -> dict:
         "name": tech.name, "version": tech.version, "node_nm": tech.node_nm,
         "cell": {"type": tech.cell_type, "area_m2": tech.cell_area_m2, "max_bits_per_cell": tech.max_bits_per_cell},
         "default_adc_bits": tech.default_adc_bits,
+        **({"cell_name": tech.cell_name} if tech.cell_name else {}),
         "absent_components": list(tech.absent_components),
         "glb_area_table": {"bytes": [float(round(math.exp(float(v)))) for v in tech.glb_ln_bytes],
                            "area_m2": [float(math.exp(float(v))) for v in tech.glb_ln_area]},

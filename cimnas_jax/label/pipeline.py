@@ -15,15 +15,10 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from cimnas_jax.cimloop.config import KINDS, CimloopConfig, cache_key, record_from_arrays
+from cimnas_jax.cimloop.config import CimloopConfig, cache_key, record_from_arrays
 from cimnas_jax.cimloop.totals import design_totals
+from cimnas_jax.vocab import HW_PARAM_FIELDS, KIND_NAMES, LAYER_TABLE_FIELDS
 from .store import LabelStore
-
-LAYER_TABLE_FIELDS = ("kind", "C", "M", "R", "S", "P", "Q", "stride", "groups", "input_bits",
-                      "weight_bits", "macs")
-HW_PARAM_FIELDS = ("voltage_v", "bits_per_cell", "clock_period_s", "rows", "cols",
-                   "router_group", "tiles", "macros_per_tile", "glb_bytes", "adc_bits",
-                   "n_adc_per_bank")
 
 
 def _host(tree_obj, fields) -> dict:
@@ -43,8 +38,12 @@ def _pad_rows(genomes, multiple: int = 16):
     return np.concatenate([genomes, np.repeat(genomes[-1:], pad, axis=0)]) if pad else genomes
 
 
-def design_layer_records(sp, genomes) -> list[list[dict]]:
-    """Reference-format records of each design's active layers, in network order."""
+def design_layer_records(sp, genomes, technology: str | None = None) -> list[list[dict]]:
+    """Reference-format records of each design's active layers, in network order.
+
+    Every record carries the technology (``hw.technology_nm``, ``hw.cell``; default the space's
+    ``technology``) and its ``hw.adc_bits``, so any backend evaluates it at that node and cell."""
+    technology = technology or sp.technology
     genomes = np.asarray(genomes, dtype=np.int32)
     lt, hwp = _jitted_tables(sp)(_pad_rows(genomes))
     lay = _host(lt, LAYER_TABLE_FIELDS)
@@ -56,7 +55,8 @@ def design_layer_records(sp, genomes) -> list[list[dict]]:
         recs = []
         for i in np.flatnonzero(active[p]):
             fields = {k: lay[k][p, i] for k in LAYER_TABLE_FIELDS}
-            r = record_from_arrays(fields, hw_p, name=f"L{i:02d}_{KINDS[int(fields['kind'])]}")
+            r = record_from_arrays(fields, hw_p, name=f"L{i:02d}_{KIND_NAMES[int(fields['kind'])]}",
+                                   technology=technology)
             r["index"] = int(i)
             recs.append(r)
         out.append(recs)

@@ -30,7 +30,7 @@ from cimnas_jax.pipeline.verify import hardware_truth
 SEARCH_FIELDS = ("space", "technology", "algorithm", "objective", "coefficients", "bounds", "population",
                  "offspring", "generations", "seed", "crossover", "mutation", "crossover_prob", "mutation_rate",
                  "archive_size", "rng_impl", "hw_source", "accuracy_source", "surrogate_dir", "area_limit_mm2",
-                 "accuracy_floor", "capacity", "finalists", "finalist_rule")
+                 "accuracy_floor", "capacity", "freeze", "finalists", "finalist_rule")
 
 
 class RunFolderError(ValueError):
@@ -69,6 +69,24 @@ def check(cfg: RunConfig, out_dir, resume: bool = False) -> None:
                              "choose a new --out_dir, or run later stages alone with --stages=verify,report")
     if resume and "search" not in stages:
         raise RunFolderError("--resume continues a search: it needs 'search' in --stages")
+    if resume:
+        if not (ckpt.is_dir() and any(ckpt.iterdir())):
+            raise RunFolderError(f"--resume: {out} holds no search checkpoint to continue; drop --resume to start")
+        saved_cfg = out / "config.json"
+        if saved_cfg.is_file():
+            try:
+                saved = load_config(saved_cfg).to_dict()
+            except ConfigError:
+                saved = None
+            if saved is not None:
+                # a resumed search may run for more generations; everything else must match
+                diff = [k for k in SEARCH_FIELDS if k not in ("generations", "finalists", "finalist_rule")
+                        and saved.get(k) != getattr(cfg, k)]
+                if diff:
+                    k = diff[0]
+                    raise RunFolderError(f"--resume: the search in {out} ran with {k}={saved[k]!r}, this "
+                                         f"configuration has {k}={getattr(cfg, k)!r}; resume with the same settings "
+                                         "or start a new --out_dir")
     first = stages[0]
     if first != "search":
         from cimnas_jax.pipeline.results import has_stage, load_stage
@@ -76,7 +94,9 @@ def check(cfg: RunConfig, out_dir, resume: bool = False) -> None:
             raise RunFolderError(f"--stages={cfg.stages}: {out} holds no search output (stage_search.json); "
                                  "run the search stage first")
         saved = load_stage(out, "search")["config"]
-        diff = {k: (saved.get(k), getattr(cfg, k)) for k in SEARCH_FIELDS if saved.get(k) != getattr(cfg, k)}
+        default = RunConfig()          # a field the saved run predates had its default value
+        diff = {k: (saved.get(k, getattr(default, k)), getattr(cfg, k)) for k in SEARCH_FIELDS
+                if saved.get(k, getattr(default, k)) != getattr(cfg, k)}
         if diff:
             k, (a, b) = next(iter(diff.items()))
             raise RunFolderError(f"--stages={cfg.stages}: the saved search in {out} ran with {k}={a!r}, this "

@@ -55,6 +55,9 @@ class RunConfig:
     area_limit_mm2: float = _f(800.0, "chip area limit in mm^2 (CIMNAS: 8 cm^2); 0 = off", lo=0.0)
     accuracy_floor: float = _f(0.0, "minimum predicted accuracy (fraction); 0 = off", lo=0.0, hi=0.9999)
     capacity: bool = _f(True, "require every weight to fit on the chip (cells needed <= cells available)")
+    freeze: str = _f("", "genes held at the reference design's values during the search: comma-separated gene "
+                         "groups (software, quantization, hardware-device, hardware-circuit, hardware-architecture, "
+                         "hardware) or gene names; '' = search every gene")
     # ------------------------------------------------------------------ finalists
     finalists: int = _f(5, "designs handed from the search to verification", lo=1)
     finalist_rule: str = _f("distinct_hardware", "how finalists are chosen: distinct_hardware = the best design "
@@ -67,12 +70,25 @@ class RunConfig:
     refine_tau_start: float = _f(1.0, "Gumbel-softmax temperature at the first step", lo=1e-6)
     refine_tau_end: float = _f(0.1, "Gumbel-softmax temperature at the last step", lo=1e-6)
     # ------------------------------------------------------------------ verify
-    verify_hw: str = _f("analytic", "hardware ground truth for verification", allowed="verify_hw")
+    verify_hw: str = _f("auto", "hardware ground truth for verification: cimloop (real CiMLoop; fails before the "
+                        "search when it is not installed), analytic (the embedded model), auto (CiMLoop where "
+                        "check_installation() passes, else the analytic model; the report says which and why)",
+                        allowed="verify_hw")
+    verify_tolerance: float = _f(0.05, "relative difference between the search model and the ground truth above "
+                                 "which a finalist is flagged", lo=0.0)
+    cimloop_models_dir: str = _f("", "CiMLoop workspace/models folder ('' = $CIMLOOP_MODELS_DIR)")
+    cimloop_workers: int = _f(0, "CiMLoop worker processes (0 = number of CPUs)", lo=0)
+    cimloop_timeout_s: float = _f(900.0, "seconds per CiMLoop layer evaluation before it is killed", lo=1.0)
+    cimloop_cache: str = _f("", "CiMLoop SQLite result cache ('' = $CIMNAS_CIMLOOP_CACHE or "
+                            "~/.cache/cimnas_jax/cimloop_results.sqlite)")
     measure_accuracy: bool = _f(True, "measure the finalists' accuracy with the space's supernet")
     supernet_dir: str = _f("", "supernet folder ('' = the space's shipped supernet)")
     data_dir: str = _f("", "image data: Fashion-MNIST IDX folder ('' = the Debian package's)")
-    test_images: int = _f(2000, "test images per accuracy measurement (0 = all 10 000)", lo=0)
-    finetune_steps: int = _f(0, "QAT fine-tuning steps for the best finalist and the baseline (0 = off)", lo=0)
+    test_images: int = _f(0, "test images per accuracy measurement (0 = all 10 000)", lo=0)
+    finetune_steps: int = _f(60, "QAT fine-tuning steps (batch 128) for the best finalists and the baseline "
+                             "(0 = off); accuracy is reported inherited and fine-tuned", lo=0)
+    finetune_designs: int = _f(1, "found designs fine-tuned besides the baseline (the best by verified EDAP / "
+                               "accuracy)", lo=0)
     # ------------------------------------------------------------------ run
     stages: str = _f(",".join(STAGES), "stages to run, comma-separated, in pipeline order; a later stage "
                                        "alone reuses the earlier stages' saved output in out_dir")
@@ -111,9 +127,21 @@ class RunConfig:
         if order != sorted(order) or len(set(order)) != len(order):
             raise ConfigError(f"--stages={self.stages!r}: stages must be distinct and in pipeline order "
                               f"{','.join(STAGES)}")
+        if self.accuracy_floor and self.accuracy_source == "constant":
+            raise ConfigError(f"--accuracy_floor={self.accuracy_floor:g} needs a real accuracy source: with "
+                              "--accuracy_source=constant every design has the same accuracy")
         if self.refine_tau_end > self.refine_tau_start:
             raise ConfigError(f"--refine_tau_end={self.refine_tau_end:g} must be <= --refine_tau_start="
                               f"{self.refine_tau_start:g}")
+        if self.freeze:
+            from cimnas_jax.search import freeze_mask
+            from cimnas_jax.space import get_space
+            try:
+                mask = freeze_mask(get_space(self.space), self.freeze)
+            except ValueError as e:
+                raise ConfigError(f"--freeze={self.freeze!r}: {e}") from None
+            if mask.all():
+                raise ConfigError(f"--freeze={self.freeze!r} freezes every gene: nothing is left to search")
         from cimnas_jax.pipeline.objective import build_objective
         build_objective(self)          # raises ConfigError naming --objective/--coefficients/--bounds
         return self

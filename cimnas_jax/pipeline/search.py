@@ -15,10 +15,12 @@ FINALIST_RULES = ("distinct_hardware", "distinct_designs")
 
 def build_search(cfg, space, fitness, objective):
     """The ``Search`` object of a configuration (the algorithm looked up by name)."""
-    from cimnas_jax.search import Search, make_algorithm
+    from cimnas_jax.search import Frozen, Search, freeze_mask, make_algorithm
     algo = make_algorithm(cfg.algorithm, space, cfg.population, objective.n_objectives,
                           num_offspring=cfg.offspring or None, crossover=cfg.crossover,
                           mutation=cfg.mutation, archive_size=cfg.archive_size)
+    if cfg.freeze:
+        algo = Frozen(algo, freeze_mask(space, cfg.freeze), space.reference_genome())
     params = algo.default_params()
     over = {"crossover_prob": cfg.crossover_prob}
     if cfg.mutation_rate > 0:
@@ -27,7 +29,7 @@ def build_search(cfg, space, fitness, objective):
     ident = dict(space=space.name, technology=cfg.technology or space.technology, hw_source=cfg.hw_source,
                  accuracy_source=cfg.accuracy_source, area_limit_mm2=cfg.area_limit_mm2,
                  accuracy_floor=cfg.accuracy_floor, capacity=cfg.capacity, crossover=cfg.crossover,
-                 mutation=cfg.mutation)
+                 mutation=cfg.mutation, freeze=cfg.freeze)
     return Search(algo, fitness, objective, params, rng_impl=cfg.rng_impl, config=ident)
 
 

@@ -40,8 +40,9 @@ def convergence(path, history, ylabel: str, title: str, xkey: str = "evaluations
 
 
 def labelled_scatter(path, points, xlabel: str, ylabel: str, title: str, logx=True, logy=False):
-    """``points``: dicts with x, y, label, baseline (bool). The baseline is a large star; labels
-    are placed in alternating offsets so neighbouring points do not overprint each other."""
+    """``points``: dicts with x, y, label, baseline (bool) and optionally ci = (lo, hi) drawn as an
+    error bar. The baseline is a large star; labels are placed in alternating offsets so
+    neighbouring points do not overprint each other."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.8, 4.6))
     pts = [p for p in points if p["x"] is not None and p["y"] is not None]
@@ -49,6 +50,10 @@ def labelled_scatter(path, points, xlabel: str, ylabel: str, title: str, logx=Tr
     order = sorted(range(len(pts)), key=lambda i: (pts[i]["x"], pts[i]["y"]))
     for rank, i in enumerate(order):
         p = pts[i]
+        if p.get("ci"):
+            lo, hi = p["ci"]
+            ax.errorbar(p["x"], p["y"], yerr=[[p["y"] - lo], [hi - p["y"]]], fmt="none", ecolor="0.6",
+                        capsize=3, zorder=1)
         if p.get("baseline"):
             ax.scatter(p["x"], p["y"], marker="*", s=220, color="tab:red", zorder=3, label="baseline (reference)")
         else:
@@ -65,4 +70,6 @@ def labelled_scatter(path, points, xlabel: str, ylabel: str, title: str, logx=Tr
     ax.grid(alpha=0.3)
     if any(p.get("baseline") for p in pts):
         ax.legend(loc="best", fontsize=8)
+    if any(p.get("ci") for p in pts):
+        ax.text(0.01, 0.01, "bars: 95 % confidence interval", transform=ax.transAxes, fontsize=7, color="0.4")
     return save(fig, path)

@@ -7,6 +7,7 @@ from .base import Algorithm, Designs
 from .ga import GA, GAParams, GAState
 from .nsga2 import NSGA2, NSGA2State
 from .random_search import RandomSearch
+from .frozen import Frozen, freeze_mask
 from .registry import algorithm_entry, algorithm_names, make_algorithm, register_algorithm
 from .objectives import Constraints, Objective
 from .runner import Search, SearchState
@@ -20,7 +21,7 @@ register_algorithm("ga", GA, "edap_per_accuracy")
 register_algorithm("nsga2", NSGA2, "accuracy_edap", hardware_objective="energy,latency,area")
 register_algorithm("random", RandomSearch, "edap_per_accuracy")
 
-__all__ = ["Algorithm", "Designs", "GA", "GAParams", "GAState", "NSGA2", "NSGA2State", "RandomSearch",
+__all__ = ["Algorithm", "Designs", "Frozen", "freeze_mask", "GA", "GAParams", "GAState", "NSGA2", "NSGA2State", "RandomSearch",
            "algorithm_entry", "algorithm_names", "make_algorithm", "register_algorithm",
            "Constraints", "Objective", "Search", "SearchState", "hv2d", "hv_mc", "hv_exact", "hypervolume",
            "nondominated_rank", "crowding_distance", "update_archive",

@@ -18,6 +18,7 @@ for a given backend and device count but not promised identical across JAX versi
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from typing import Any, Callable, Optional
 
@@ -196,7 +197,7 @@ class Search:
                                                   host, self._sharding_tree(host))
             else:
                 abstract = jax.eval_shape(lambda: self.init(seed))
-            state, saved = mgr.restore(abstract)
+            state, saved = mgr.restore(abstract, log)
             for k, v in meta["config"].items():
                 if k in saved["config"] and saved["config"][k] != v:
                     raise ValueError(f"cannot resume from {checkpoint_dir}: checkpoint has "
@@ -242,8 +243,10 @@ class Search:
                     line += f"archive {meta['history'][-1]['archive_size']:4d}  "
             else:
                 line += f"best {meta['history'][-1]['best'][0]:.4e}  "
+            left = generations - gen
+            rate = n * lam / dt
             line += (f"feasible {meta['history'][-1]['feasible_fraction']:.3f}  "
-                     f"cand/s {n * lam / dt:.3e}")
+                     f"candidates/s {rate:.3e}  ETA {left * lam / rate:.0f} s")
             if mgr is not None:
                 mgr.save(gen, state, meta)
                 line += "  [checkpoint]"
@@ -279,12 +282,29 @@ class _Checkpoints:
                                                     meta=ocp.args.JsonSave(meta)))
         self.mgr.wait_until_finished()
 
-    def restore(self, abstract_state):
+    def restore(self, abstract_state, log=None):
+        """The newest checkpoint that restores intact; a damaged one is skipped with a warning."""
         ocp = self.ocp
-        step = self.mgr.latest_step()
-        out = self.mgr.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
-        return out["state"], out["meta"]
+        errors, damaged = [], []
+        for step in sorted(self.mgr.all_steps(), reverse=True):
+            try:
+                out = self.mgr.restore(step, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+                meta = out["meta"]
+                if not isinstance(meta, dict) or len(meta.get("history", [])) != int(out["state"].algo.generation):
+                    raise ValueError("metadata does not match the state")
+            except Exception as e:  # noqa: BLE001 - any damage: try the previous checkpoint
+                errors.append(f"step {step}: {type(e).__name__}: {str(e)[:200]}")
+                damaged.append(step)
+                if log:
+                    log(f"warning: checkpoint {self.dir}/{step} is damaged ({type(e).__name__}); trying an older one")
+                continue
+            for d in damaged:                   # the run continues from `step`: drop what it will rewrite
+                shutil.rmtree(os.path.join(self.dir, str(d)), ignore_errors=True)
+            if damaged:
+                self.mgr.reload()
+            return out["state"], meta
+        raise ValueError(f"no intact checkpoint in {self.dir}: " + "; ".join(errors))
 
     def close(self):
         self.mgr.close()

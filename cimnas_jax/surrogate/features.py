@@ -15,8 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-HW_FIELDS = ("voltage_v", "bits_per_cell", "clock_period_s", "rows", "cols", "router_group",
-             "tiles", "macros_per_tile", "glb_bytes", "adc_bits", "n_adc_per_bank")
+from cimnas_jax.vocab import HW_PARAM_FIELDS as HW_FIELDS  # HardwareParams field order (names of NUMERIC_NAMES)
+from cimnas_jax.vocab import KIND_CONV, KIND_DEPTHWISE, KIND_FC, KIND_NAMES, KIND_POINTWISE
+from cimnas_jax.workload import capacity
 
 
 def space_fingerprint(space) -> dict:
@@ -82,14 +83,13 @@ def numeric(space, genomes: jax.Array) -> jax.Array:
     rows_needed = L.C / L.groups * L.R * L.S
     cols_needed = L.M * slices
     macro_uses = jnp.ceil(rows_needed / hw.rows[:, None]) * jnp.ceil(cols_needed / hw.cols[:, None])
-    macro_uses = jnp.where(L.kind == 1, L.C * jnp.ceil(L.R * L.S / hw.rows[:, None]), macro_uses)
+    macro_uses = jnp.where(L.kind == KIND_DEPTHWISE, L.C * jnp.ceil(L.R * L.S / hw.rows[:, None]), macro_uses)
     outputs = L.P * L.Q
-    cells_needed = s(L.n_weights * slices)
-    cells_avail = hw.rows * hw.cols * hw.router_group * hw.tiles * hw.macros_per_tile
+    cells_needed, cells_avail = capacity(L, hw)
     cols = [_log2(getattr(hw, f)) for f in HW_FIELDS if f != "voltage_v"] + [hw.voltage_v]
     cols += [_log2(s(L.macs)), _log2(s(L.n_weights)), _log2(s(L.macs * L.input_bits)),
              _log2(s(L.macs * L.input_bits * slices))]
-    cols += [_log2(1.0 + s(jnp.where(L.kind == k, L.macs, 0.0))) for k in range(4)]
+    cols += [_log2(1.0 + s(jnp.where(L.kind == k, L.macs, 0.0))) for k in range(len(KIND_NAMES))]
     cols += [_log2(cells_needed), _log2(cells_avail), _log2(cells_needed) - _log2(cells_avail),
              _log2(s(macro_uses)), _log2(s(macro_uses * outputs * L.input_bits)), _log2(s(outputs)),
              jnp.sum(act, axis=-1).astype(jnp.float32), jnp.max(jnp.where(act, slices, 0.0), axis=-1)]
@@ -117,8 +117,8 @@ def arch_numeric(space, genomes: jax.Array) -> jax.Array:
     z = lambda x: jnp.where(act, x, 0.0)
     s = lambda x: jnp.sum(z(x), axis=-1)
     macs, w = s(L.macs), s(L.n_weights)
-    per_kind = [_log2(1.0 + s(jnp.where(L.kind == k, L.macs, 0.0))) for k in range(3)]
-    min_ch = jnp.min(jnp.where(act & (L.kind != 3), jnp.minimum(L.C, L.M), 1e9), axis=-1)
+    per_kind = [_log2(1.0 + s(jnp.where(L.kind == k, L.macs, 0.0))) for k in (KIND_CONV, KIND_DEPTHWISE, KIND_POINTWISE)]
+    min_ch = jnp.min(jnp.where(act & (L.kind != KIND_FC), jnp.minimum(L.C, L.M), 1e9), axis=-1)
     cols = [_log2(macs), _log2(w), s(jnp.ones_like(L.macs)),
             s(L.macs * L.input_bits) / macs, s(L.macs * L.weight_bits) / macs,
             s(L.n_weights * L.weight_bits) / w,

@@ -11,8 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-KIND_CONV, KIND_DEPTHWISE, KIND_POINTWISE, KIND_FC = 0, 1, 2, 3
-KIND_NAMES = ("conv", "depthwise", "pointwise", "fc")
+from cimnas_jax.vocab import KIND_CONV, KIND_DEPTHWISE, KIND_FC, KIND_NAMES, KIND_POINTWISE  # noqa: F401 (re-exported)
 
 
 @flax.struct.dataclass
