@@ -252,9 +252,9 @@ class CimloopBackend:
             except ValueError as e:  # RecordError and the workload checks
                 out[i] = {**dict(r), "status": "error", "result": None, "cache_key": None, "cache_hit": False,
                           "error": f"record {r.get('id', i)!r}: {e}"}
-        if self.executor != "local":   # dask: one task per distinct layer (dask_executor)
+        if getattr(self, "executor", "local") != "local":   # dask: one task per distinct layer (dask_executor)
             from .dask_executor import execute_records, make_client
-            if self._client is None:
+            if getattr(self, "_client", None) is None:
                 self._client = make_client(self.dask_scheduler, self.workers)
             done, self.last_stats = execute_records(
                 self.executor, [records[i] for i in good], functools.partial(evaluate_layer, config=cfg), self.key,
@@ -277,7 +277,7 @@ class CimloopBackend:
 
     def close(self) -> None:
         """Close the Dask client (and its LocalCluster) if one was opened."""
-        if self._client is not None:
+        if getattr(self, "_client", None) is not None:
             from .dask_executor import close_client
             close_client(self._client)
             self._client = None
