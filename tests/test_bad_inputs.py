@@ -56,6 +56,8 @@ RUN_CASES = [  # (field overrides, text the error must contain)
     (dict(verify_tolerance=-0.1), "--verify_tolerance=-0.1 must be a number >= 0.0"),
     (dict(cimloop_timeout_s=0.0), "--cimloop_timeout_s=0.0 must be a number >= 1.0"),
     (dict(cimloop_workers=-2), "--cimloop_workers=-2 must be an integer >= 0"),
+    (dict(cimloop_executor="ray"), "--cimloop_executor='ray'; allowed: local, dask"),
+    (dict(dask_scheduler="tcp://x:8786"), "--dask_scheduler='tcp://x:8786' is used only with --cimloop_executor=dask"),
     (dict(stages="search,report,verify"), "stages must be distinct and in pipeline order"),
     (dict(stages="search,deploy"), "--stages='search,deploy': allowed a comma-separated subset of"),
     (dict(stages=""), "--stages='': allowed a comma-separated subset of"),

@@ -79,6 +79,11 @@ class RunConfig:
     cimloop_models_dir: str = _f("", "CiMLoop workspace/models folder ('' = $CIMLOOP_MODELS_DIR)")
     cimloop_workers: int = _f(0, "CiMLoop worker processes (0 = number of CPUs)", lo=0)
     cimloop_timeout_s: float = _f(900.0, "seconds per CiMLoop layer evaluation before it is killed", lo=1.0)
+    cimloop_executor: str = _f("local", "where CiMLoop layer evaluations run: local (a process pool here) or dask "
+                               "(one Dask task per distinct layer: a LocalCluster of --cimloop_workers, or the "
+                               "cluster at --dask_scheduler)", allowed=("local", "dask"))
+    dask_scheduler: str = _f("", "Dask scheduler address (tcp://HOST:8786) for --cimloop_executor=dask ('' = a "
+                             "LocalCluster on this machine)")
     cimloop_cache: str = _f("", "CiMLoop SQLite result cache ('' = $CIMNAS_CIMLOOP_CACHE or "
                             "~/.cache/cimnas_jax/cimloop_results.sqlite)")
     measure_accuracy: bool = _f(True, "measure the finalists' accuracy with the space's supernet")
@@ -127,6 +132,12 @@ class RunConfig:
         if order != sorted(order) or len(set(order)) != len(order):
             raise ConfigError(f"--stages={self.stages!r}: stages must be distinct and in pipeline order "
                               f"{','.join(STAGES)}")
+        if self.cimloop_executor == "dask":
+            import importlib.util
+            if importlib.util.find_spec("distributed") is None:
+                raise ConfigError("--cimloop_executor=dask needs dask[distributed] (pip install -r requirements-dask.txt)")
+        if self.dask_scheduler and self.cimloop_executor != "dask":
+            raise ConfigError(f"--dask_scheduler={self.dask_scheduler!r} is used only with --cimloop_executor=dask")
         if self.accuracy_floor and self.accuracy_source == "constant":
             raise ConfigError(f"--accuracy_floor={self.accuracy_floor:g} needs a real accuracy source: with "
                               "--accuracy_source=constant every design has the same accuracy")

@@ -69,7 +69,8 @@ def cimloop_backend(cfg):
     """The CimloopBackend a configuration asks for."""
     from cimnas_jax.cimloop import CimloopBackend
     return CimloopBackend(models_dir=cfg.cimloop_models_dir or None, cache_path=cfg.cimloop_cache or None,
-                          workers=cfg.cimloop_workers or None, timeout_s=cfg.cimloop_timeout_s)
+                          workers=cfg.cimloop_workers or None, timeout_s=cfg.cimloop_timeout_s,
+                          executor=cfg.cimloop_executor, dask_scheduler=cfg.dask_scheduler or None)
 
 
 def record_truth(space, genomes, backend, store_dir=None, log=None) -> list[dict]:
@@ -174,8 +175,13 @@ def verify(cfg, ctx, space, finalists, fitness, backend=None) -> Verification:
     if source == "analytic" and backend is None:
         truth = hardware_truth(space, genomes, cfg.technology or None)
     else:
+        own = backend is None
         backend = backend or cimloop_backend(cfg)
-        truth = record_truth(space, genomes, backend, ctx.out_dir / "verify_labels", log=ctx.log)
+        try:
+            truth = record_truth(space, genomes, backend, ctx.out_dir / "verify_labels", log=ctx.log)
+        finally:
+            if own and hasattr(backend, "close"):
+                backend.close()
         extra["truth_backend_stats"] = getattr(backend, "last_stats", {})
         extra["truth_labels"] = "verify_labels/designs.jsonl (per-layer ground-truth records of every design)"
     rows = []
