@@ -186,6 +186,9 @@ def test_kill_9_mid_run_then_rerun_gives_identical_labels(tmp_path):
     with open(run_dir / "layers.csv") as f:
         n_layer_rows = sum(1 for _ in csv.DictReader(f))
     assert n_layer_rows == sum(len(json.loads(x)["layers"]) for x in b)
+    summary = (run_dir / "summary.md").read_text()          # the report module's summary, with its source
+    assert "the analytic CIM model" in summary and "designs: 12 of 12" in summary
+    assert (run_dir / "labels.png").stat().st_size > 0
     # a different run cannot be appended to this folder
     other = subprocess.run([sys.executable, str(LABEL), f"--out_dir={run_dir}", "--n=12",
                             "--seed=12", "--sampler=lhs"], cwd=REPO, env=ENV, capture_output=True, text=True)

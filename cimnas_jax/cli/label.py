@@ -262,5 +262,8 @@ def _label(fail):
     store.export_csv()
     manifest.update(complete=len(designs) == genomes.shape[0], finished_unix=time.time())
     store.write_manifest(manifest)
+    from cimnas_jax.report import labels as label_report
+    summary = label_report.write(FLAGS.out_dir, designs, manifest, stats)
+    print(f"wrote {summary} and labels.png", flush=True)
     logging.info("done: %d designs (%d valid) in %s; stats: %s", len(designs), stats["n_valid"],
                  FLAGS.out_dir, json.dumps({k: v for k, v in stats.items() if k != "run"}))
