@@ -9,12 +9,10 @@ share the machine; with 2 cores a fully parallel run gets up to 2 CPU-s per wall
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 
 FLAGS = flags.FLAGS

@@ -29,7 +29,6 @@ import time
 
 from absl import app, flags, logging
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # XLA:CPU runs our small per-generation kernels faster on one thread than split over the
 # 2 cores (no thread hand-offs; pymoo/numpy is single-threaded too). Must be set before

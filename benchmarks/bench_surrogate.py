@@ -9,13 +9,11 @@ random populations after a warm-up call; for reference also times the analytic h
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
 from absl import app, flags
 
-sys.path.append(str(Path(__file__).resolve().parents[1]))
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("space", "mbv2_rram", "search space")

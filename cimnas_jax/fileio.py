@@ -32,3 +32,50 @@ def _json_default(o):
 def atomic_write_json(path, obj, indent: int = 1, **kw) -> None:
     """Readable JSON (numpy scalars and arrays allowed), written atomically."""
     atomic_write(path, json.dumps(obj, indent=indent, default=_json_default, **kw) + "\n")
+
+
+class FolderBusy(RuntimeError):
+    """Another process holds this output folder's lock."""
+
+
+class FolderLock:
+    """Exclusive lock on an output folder (``<folder>/.lock``, ``flock``): a second run on the same
+    folder stops at once with a clear message. The kernel drops the lock when the holder exits,
+    even after kill -9, so a killed run never leaves the folder locked.
+
+        with FolderLock(out_dir, "label.py"):
+            ...
+    """
+
+    def __init__(self, folder, tool: str = ""):
+        self.folder = Path(folder)
+        self.tool = tool
+        self._fh = None
+
+    def __enter__(self):
+        import fcntl
+        import time
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fh = open(self.folder / ".lock", "a+")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise FolderBusy(f"{self.folder} is in use by {holder}; wait for it to finish or use another "
+                             "output folder") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{self.tool or 'a cimnas-jax run'} (pid {os.getpid()}, since "
+                 f"{time.strftime('%Y-%m-%d %H:%M:%S')})\n")
+        fh.flush()
+        self._fh = fh
+        return self
+
+    def __exit__(self, *exc):
+        import fcntl
+        if self._fh is not None:
+            fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
+            self._fh.close()
+            self._fh = None

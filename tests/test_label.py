@@ -19,6 +19,7 @@ from cimnas_jax.space import get_space
 
 REPO = Path(__file__).resolve().parents[1]
 LABEL = REPO / "experiments" / "label.py"
+ENV = {**os.environ, "PYTHONPATH": str(REPO)}   # the script imports the package (installed, or this checkout)
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +146,7 @@ def test_record_path_matches_analytic_fast_path(sp):
 def _run(out_dir, *extra):
     return subprocess.Popen([sys.executable, str(LABEL), f"--out_dir={out_dir}", "--n=12",
                              "--chunk_size=3", "--seed=11", "--sampler=lhs", *extra],
-                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
 def _lines(path):
@@ -187,7 +188,7 @@ def test_kill_9_mid_run_then_rerun_gives_identical_labels(tmp_path):
     assert n_layer_rows == sum(len(json.loads(x)["layers"]) for x in b)
     # a different run cannot be appended to this folder
     other = subprocess.run([sys.executable, str(LABEL), f"--out_dir={run_dir}", "--n=12",
-                            "--seed=12", "--sampler=lhs"], cwd=REPO, capture_output=True, text=True)
+                            "--seed=12", "--sampler=lhs"], cwd=REPO, env=ENV, capture_output=True, text=True)
     assert other.returncode != 0 and "another run" in other.stderr
 
 
@@ -229,12 +230,29 @@ def test_record_path_dedups_layers_across_designs(sp, tmp_path):
     assert be.last_stats["n_evaluated"] == 0 and d2 == d
 
 
+def test_label_cli_bad_flag_names_flag_and_allowed_values(tmp_path):
+    r = subprocess.run([sys.executable, str(LABEL), f"--out_dir={tmp_path}", "--backend=timeloop"],
+                       cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        "error: --backend='timeloop' is not allowed; use one of ('analytic', 'cimloop', 'analytic_layers')"]
+
+
+def test_label_cli_refuses_a_folder_in_use(tmp_path):
+    from cimnas_jax.fileio import FolderLock
+    with FolderLock(tmp_path, "a test"):
+        r = subprocess.run([sys.executable, "-m", "cimnas_jax", "label", f"--out_dir={tmp_path}", "--n=2"],
+                           cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "in use by a test" in r.stderr
+    assert not (tmp_path / "designs.jsonl").exists()
+
+
 def test_label_cli_writes_7nm_sram_records_for_the_sram_space(tmp_path):
     # experiments/label.py --space=resnet50_sram7nm: every design's hw and every layer's key carry
     # the space's technology (7 nm, the SRAM cell, the design's ADC resolution), not RRAM 32 nm
     out = tmp_path / "r50"
     p = subprocess.run([sys.executable, str(LABEL), f"--out_dir={out}", "--space=resnet50_sram7nm", "--n=3",
-                        "--chunk_size=3", "--seed=2"], cwd=REPO, capture_output=True, text=True, timeout=300)
+                        "--chunk_size=3", "--seed=2"], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     designs = [json.loads(x) for x in _lines(out / "designs.jsonl")]
     sp7 = get_space("resnet50_sram7nm")

@@ -1,5 +1,6 @@
 """The main job: the CIMNAS baseline design, fitness construction, finalists, the CLI end to end."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from cimnas_jax.space import get_space
 from conftest import read_jsonl, shared_path
 
 ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}   # the scripts import the package (installed, or this checkout)
 
 
 def test_baseline_genome_is_the_cimnas_notebook_design():
@@ -70,7 +72,7 @@ def test_main_job_end_to_end(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, str(ROOT / "experiments" / "cimnas.py"), "--population=16", "--generations=4",
            "--chunk=2", "--finalists=2", "--measure_accuracy=false", f"--out_dir={out}"]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=ENV)
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads((out / "results.json").read_text())
     names = [d["design"] for d in res["designs"]]
@@ -84,11 +86,11 @@ def test_main_job_end_to_end(tmp_path):
     for f in ("report.md", "finalists.csv", "convergence.png", "finalists.png"):
         assert (out / f).stat().st_size > 0
     # a second run into the same folder without --resume is refused, naming the flag
-    r1 = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    r1 = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=ENV)
     assert r1.returncode != 0 and "pass --resume" in r1.stderr, r1.stderr[-2000:]
     # killed runs resume: rerunning with --resume continues from the checkpoint, not from scratch
     r2 = subprocess.run(cmd[:-1] + ["--generations=6", "--resume", f"--out_dir={out}"],
-                        capture_output=True, text=True, timeout=600)
+                        capture_output=True, text=True, timeout=600, env=ENV)
     assert r2.returncode == 0 and "resumed from" in r2.stdout, r2.stderr[-2000:]
 
 
@@ -97,5 +99,99 @@ def test_main_job_end_to_end(tmp_path):
                                        ("--space=nope", "--space='nope'; allowed")])
 def test_main_job_bad_flags(flag, msg, tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "experiments" / "cimnas.py"), flag, f"--out_dir={tmp_path}"],
-                       capture_output=True, text=True, timeout=120)
+                       capture_output=True, text=True, timeout=120, env=ENV)
     assert r.returncode != 0 and msg in r.stderr
+
+
+# ----------------------------------------------------------------------------- the restructured pipeline
+def _flags_to_config(flags):
+    """RunConfig from the main job's --name=value flags (as the CLI would build it)."""
+    from cimnas_jax.pipeline import RunConfig
+    kw = {}
+    fields = {f: type(getattr(RunConfig(), f)) for f in RunConfig().to_dict()}
+    for f in flags:
+        k, v = f[2:].split("=", 1)
+        t = fields[k]
+        kw[k] = (v == "true") if t is bool else t(v)
+    return RunConfig(**kw)
+
+
+def test_seeded_main_job_equals_the_job_before_the_restructure(tmp_path):
+    """The designs and metrics of a seeded main job (tests/data: written by the pre-restructure
+    experiments/cimnas.py, commit 17b28df) are reproduced exactly by the pipeline of stages."""
+    from cimnas_jax.pipeline import run
+    ref = json.loads((ROOT / "tests" / "data" / "main_job_before_restructure.json").read_text())["a"]
+    cfg = _flags_to_config(ref["flags"])
+    out = run(cfg, tmp_path / "a", log=lambda s: None)
+    rows = out["verification"].rows
+    assert [r["design"] for r in rows] == [d["design"] for d in ref["designs"]]
+    for old, new in zip(ref["designs"], rows):
+        assert new["design_hash"] == old["design_hash"] and new["genome"] == old["genome"]
+        for k in ("energy_j", "latency_s", "area_mm2", "edap_j_s_mm2", "cells_needed", "predicted_accuracy"):
+            assert new[k] == pytest.approx(old[k], rel=1e-6), (old["design"], k)
+    assert [h["best"][0] for h in out["search"].history] == pytest.approx(ref["best_history"], rel=1e-6)
+
+
+def test_config_file_reproduces_the_run_and_stages_rerun_alone(tmp_path):
+    """config.json written by one run repeats it exactly; verify+report rerun alone on the saved
+    search reproduce the verification; a later stage alone with a changed search field is refused."""
+    from cimnas_jax.pipeline import RunConfig, RunFolderError, load_config, run
+    cfg = RunConfig(population=12, generations=3, chunk=3, finalists=2, measure_accuracy=False, seed=7)
+    a = run(cfg, tmp_path / "a", log=lambda s: None)
+    cfg2 = load_config(tmp_path / "a" / "config.json")
+    assert cfg2 == cfg
+    b = run(cfg2, tmp_path / "b", log=lambda s: None)
+    strip = lambda rows: [{k: v for k, v in r.items()} for r in rows]
+    assert strip(a["verification"].rows) == strip(b["verification"].rows)
+    assert a["search"].history == b["search"].history
+    c = run(cfg.replace(stages="verify,report"), tmp_path / "a", log=lambda s: None)
+    assert strip(c["verification"].rows) == strip(a["verification"].rows)
+    assert (tmp_path / "a" / "report.md").read_text().count("| found_") >= 2
+    with pytest.raises(RunFolderError, match="seed"):
+        run(cfg.replace(stages="verify,report", seed=8), tmp_path / "a", log=lambda s: None)
+
+
+def test_a_new_algorithm_is_one_file_and_a_registry_line(tmp_path):
+    """Random search (cimnas_jax/search/random_search.py + its register_algorithm line) runs through
+    Search and through the main job; nothing else names it. A test-local algorithm registered at run
+    time works the same way."""
+    from cimnas_jax.pipeline import RunConfig, run
+    from cimnas_jax.search import (Constraints, Objective, RandomSearch, Search, linear_fitness,
+                                   make_algorithm, register_algorithm)
+    sp = get_space("mbv2_rram")
+    algo = make_algorithm("random", sp, 16)
+    s = Search(algo, linear_fitness(sp), Objective.single("energy", Constraints(False, None)))
+    st, hist = s.run(0, 4, chunk=2, log=None)
+    best = [h["best"][0] for h in hist]
+    assert all(b2 <= b1 for b1, b2 in zip(best, best[1:]))          # keeps the best seen
+    grep = subprocess.run(["grep", "-rl", "RandomSearch", str(ROOT / "cimnas_jax")], capture_output=True, text=True)
+    assert sorted(Path(p).name for p in grep.stdout.split()) == ["__init__.py", "random_search.py"]
+
+    class Elitist(RandomSearch):     # a user's algorithm: registered without touching the package
+        name = "test_elitist"
+    register_algorithm("test_elitist", Elitist, "edap_per_accuracy")
+    for name in ("random", "test_elitist"):
+        out = run(RunConfig(algorithm=name, population=8, generations=2, chunk=1, finalists=2,
+                            accuracy_source="constant", measure_accuracy=False), tmp_path / name,
+                  log=lambda s: None)
+        assert out["search"].algorithm == name and out["verification"].rows[0]["design"] == "baseline"
+        assert len(out["finalists"].found) >= 1
+
+
+def test_frozen_genes_stay_at_the_reference_values(tmp_path):
+    """--freeze=software,quantization searches the chip alone: every finalist has the reference
+    network and bits; --freeze=hardware keeps the reference chip."""
+    from cimnas_jax.pipeline import RunConfig, run
+    sp = get_space("mbv2_rram")
+    ref = sp.reference_genome()
+    hw = np.array([g.group.startswith("hardware") for g in sp.genes])
+    for freeze, fixed in (("software,quantization", ~hw), ("hardware", hw)):
+        out = run(RunConfig(population=12, generations=3, chunk=3, finalists=3, freeze=freeze,
+                            accuracy_source="constant", measure_accuracy=False), tmp_path / freeze,
+                  log=lambda s: None)
+        found = out["finalists"].found
+        assert found
+        for c in found:
+            g = np.asarray(c.genome)
+            assert (g[fixed] == np.asarray(sp.canonicalise(ref[None])[0])[fixed]).all(), (freeze, c.name)
+            assert (g[~fixed] != ref[~fixed]).any()

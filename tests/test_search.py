@@ -202,7 +202,8 @@ def test_ga_ask_tell_vmaps_over_seeds():
         def body(st, k):
             x, st = ga.ask(k, st, p)
             F, v = obj(fit(x))
-            return ga.tell(x, F[:, 0], v, st, p), None
+            st, _ = ga.tell(k, x, F, v, st, p)
+            return st, None
 
         st, _ = jax.lax.scan(body, st, jax.random.split(key, 6))
         return st.population, st.fitness
@@ -405,3 +406,19 @@ print("SHARDED_OK")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                        timeout=300)
     assert "SHARDED_OK" in r.stdout, r.stderr[-3000:]
+
+
+def test_resume_falls_back_to_the_newest_intact_checkpoint(tmp_path):
+    """A damaged latest checkpoint (a file truncated) is skipped with a warning; the run resumes from
+    the previous one and still ends equal to an uninterrupted run."""
+    def make():
+        return Search(GA(SP, 24), linear_fitness(SP), Objective.single("energy", NO_CONS))
+    full, _ = make().run(2, 6, chunk=2, checkpoint_dir=str(tmp_path / "a"), log=None)
+    make().run(2, 6, chunk=2, checkpoint_dir=str(tmp_path / "b"), log=None, max_chunks=2)   # steps 2, 4
+    files = [p for p in (tmp_path / "b" / "4").rglob("*") if p.is_file() and p.stat().st_size > 0]
+    for p in files:
+        p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2])
+    lines = []
+    resumed, _ = make().run(2, 6, chunk=2, checkpoint_dir=str(tmp_path / "b"), resume=True, log=lines.append)
+    assert any("damaged" in l for l in lines) and any("at generation 2" in l for l in lines), lines
+    assert _tree_equal(full, resumed)

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
+import cimnas_jax.cli.search as cli  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "experiments"))
-import search as cli  # noqa: E402
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}   # the scripts import the package (installed, or this checkout)
 
 BASE = dict(space="mbv2_rram", algorithm="ga", objective="", coefficients="", bounds="",
             area_limit_mm2=800.0, accuracy_floor=0.0, capacity=True, fitness="analytic",
@@ -68,13 +69,14 @@ def _cmd(out, ckpt, *extra):
 def test_cli_bad_flag_exits_with_message(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "experiments" / "search.py"),
                         "--algorithm=pso", f"--output_dir={tmp_path}"],
-                       capture_output=True, text=True, timeout=120, cwd=ROOT)
+                       capture_output=True, text=True, timeout=120, cwd=ROOT, env=ENV)
     assert r.returncode != 0
-    assert "--algorithm='pso' is not allowed; use one of ('ga', 'nsga2')" in r.stderr + r.stdout
+    # (the registry now also holds 'random')
+    assert "--algorithm='pso' is not allowed; use one of ('ga', 'nsga2', 'random')" in r.stderr + r.stdout
 
 
 def test_kill_then_resume_equals_uninterrupted(tmp_path):
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env = {**ENV, "JAX_PLATFORMS": "cpu"}
     full = subprocess.Popen(_cmd(tmp_path / "full", tmp_path / "full_ckpt"), cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     killed = subprocess.Popen(_cmd(tmp_path / "k", tmp_path / "k_ckpt", "--sleep_per_chunk_s=30"),

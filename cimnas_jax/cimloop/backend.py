@@ -219,7 +219,8 @@ class CimloopBackend:
 
     def __init__(self, models_dir: str | None = None, cache_path: str | None = None,
                  workers: int | None = None, timeout_s: float | None = 900.0,
-                 config: CimloopConfig | None = None, retry_failed: bool = False):
+                 config: CimloopConfig | None = None, retry_failed: bool = False,
+                 executor: str = "local", dask_scheduler: str | None = None, dask_retries: int = 1):
         info = check_installation(models_dir)
         base = config or CimloopConfig()
         self.config = dataclasses.replace(base, models_dir=info["models_dir"],
@@ -229,6 +230,10 @@ class CimloopBackend:
         self.timeout_s = timeout_s
         self.retry_failed = retry_failed
         self.last_stats: dict = {}
+        # executor: "local" (runner.WorkerPool on this machine) or "dask" (dask_executor: one Dask
+        # task per layer on a LocalCluster of `workers`, or on the cluster at `dask_scheduler`)
+        self.executor, self.dask_scheduler, self.dask_retries = executor, dask_scheduler, dask_retries
+        self._client = None
 
     def key(self, record: Mapping) -> str:
         return cache_key(record, self.config)
@@ -247,6 +252,19 @@ class CimloopBackend:
             except ValueError as e:  # RecordError and the workload checks
                 out[i] = {**dict(r), "status": "error", "result": None, "cache_key": None, "cache_hit": False,
                           "error": f"record {r.get('id', i)!r}: {e}"}
+        if getattr(self, "executor", "local") != "local":   # dask: one task per distinct layer (dask_executor)
+            from .dask_executor import execute_records, make_client
+            if getattr(self, "_client", None) is None:
+                self._client = make_client(self.dask_scheduler, self.workers)
+            done, self.last_stats = execute_records(
+                self.executor, [records[i] for i in good], functools.partial(evaluate_layer, config=cfg), self.key,
+                cache=self.cache, backend_name=self.name, workers=self.workers, timeout_s=self.timeout_s,
+                retry_failed=self.retry_failed, progress=progress, dask_client=self._client,
+                dask_retries=self.dask_retries)
+            for i, r in zip(good, done):
+                out[i] = r
+            self.last_stats["n_rejected_input"] = len(records) - len(good)
+            return out
         done, self.last_stats = run_records(
             [records[i] for i in good], functools.partial(evaluate_layer, config=cfg), key_fn=self.key,
             cache=self.cache, backend_name=self.name, workers=self.workers,
@@ -256,6 +274,13 @@ class CimloopBackend:
             out[i] = r
         self.last_stats["n_rejected_input"] = len(records) - len(good)
         return out
+
+    def close(self) -> None:
+        """Close the Dask client (and its LocalCluster) if one was opened."""
+        if getattr(self, "_client", None) is not None:
+            from .dask_executor import close_client
+            close_client(self._client)
+            self._client = None
 
 
 def get_cimloop_backend(**kwargs) -> CimloopBackend:

@@ -25,6 +25,14 @@ from .cache import ResultCache
 DEAD_WORKER = "worker process died"
 
 
+def format_failure(e: BaseException) -> str:
+    """``Type: message`` plus the last frames of the evaluation's own traceback (the caller's
+    frame dropped), at most 4000 characters: the same text whichever executor ran the job."""
+    tb = e.__traceback__.tb_next if e.__traceback__ is not None else None
+    frames = "".join(traceback.format_tb(tb, limit=-3)) if tb is not None else ""
+    return f"{type(e).__name__}: {e}\n{frames}"[:4000]
+
+
 def _worker_main(conn, evaluate_fn) -> None:
     """Worker loop: receive (job_id, record), send (job_id, status, result, error, secs).
 
@@ -49,9 +57,7 @@ def _worker_main(conn, evaluate_fn) -> None:
             result = evaluate_fn(record)
             out = (job_id, "ok", result, None, time.perf_counter() - t0)
         except BaseException as e:  # noqa: BLE001 - report every failure, keep serving
-            tb = traceback.format_exc(limit=3)
-            out = (job_id, "error", None, f"{type(e).__name__}: {e}\n{tb}"[:4000],
-                   time.perf_counter() - t0)
+            out = (job_id, "error", None, format_failure(e), time.perf_counter() - t0)
         try:
             conn.send(out)
         except (BrokenPipeError, OSError):

@@ -66,14 +66,17 @@ def design_metrics(space, genomes, correction: C.Correction, tech: Technology | 
     return {k: v.reshape(n * chunk)[:P] for k, v in out.items()}
 
 
-def calibrated_fitness(space, accuracy_fn, correction: C.Correction | str | None = None, chunk: int = 1024):
-    """A search fitness like ``search.fitness.hardware_fitness`` (energy_j, latency_s, area_mm2,
-    accuracy, valid, cells_needed, cells_available) on the calibrated model; ``correction``: a
-    Correction, a technology name / folder, or None for the shipped one of the space's technology."""
-    corr = correction if isinstance(correction, C.Correction) else load_correction(correction or space.technology)
-    tech = load_technology(corr.technology)
-    if corr.technology != space.technology:
-        raise ValueError(f"correction is for {corr.technology}, space {space.name} uses {space.technology}")
+def calibrated_fitness(space, accuracy_fn, correction: C.Correction | str | None = None,
+                       technology: str | None = None, chunk: int = 1024):
+    """A search fitness like ``search.fitness.hardware_fitness(space, accuracy_fn, technology)``
+    (energy_j, latency_s, area_mm2, accuracy, valid, cells_needed, cells_available) on the calibrated
+    model. ``technology``: default the space's; ``correction``: a Correction, a folder, or None for the
+    shipped one of that technology (a correction of another technology is an error)."""
+    tname = technology or space.technology
+    corr = correction if isinstance(correction, C.Correction) else load_correction(correction or tname)
+    if corr.technology != tname:
+        raise ValueError(f"the hardware correction is for {corr.technology}, the search evaluates {tname}")
+    tech = load_technology(tname)   # outside the trace
 
     def fitness(genomes):
         m = design_metrics(space, genomes, corr, tech, chunk)

@@ -42,13 +42,14 @@ def _complete(m, n):
     return out
 
 
-def hardware_fitness(space, accuracy_fn: AccuracyFn):
-    """Analytic hardware model + accuracy source -> metrics (energy_j, latency_s, ...)."""
+def hardware_fitness(space, accuracy_fn: AccuracyFn, technology: str | None = None):
+    """Analytic hardware model (at ``technology``, default the space's) + accuracy source ->
+    metrics (energy_j, latency_s, ...)."""
     from cimnas_jax.hw import evaluate_designs, load_technology  # hardware package
 
     # Load the technology tables eagerly: loading them first inside a jit trace would cache
     # tracers in load_technology's lru_cache (UnexpectedTracerError on the next trace).
-    tech = load_technology(space.technology)
+    tech = load_technology(technology or space.technology)
 
     def fitness(genomes):
         r = evaluate_designs(space, genomes, tech)
@@ -78,29 +79,37 @@ def linear_fitness(space, seed: int = 0):
     return fitness
 
 
-def mlp_fitness(space, width: int = 400, depth: int = 3, seed: int = 0, chunk: int = 16384):
+def mlp_fitness(space, width: int = 400, depth: int = 3, seed: int = 0, chunk: int = 16384,
+                dtype: str = "float32"):
     """3 x 400 ReLU MLP over the one-hot genome (like APQ's accuracy predictor), random
     fixed weights; output -> energy_j = softplus(out) + 1e-3.
 
-    First layer: one-hot [chunk, sum(n_choices)] @ W1 (a matmul; never [P, G, width]).
-    Populations larger than ``chunk`` are processed in chunks with ``lax.map``.
+    First layer: one-hot [chunk, sum(n_choices)] @ W1 (a matmul; never [P, G, width]). The one-hot
+    is a compare (column c is 1 where gene gene_of[c] has index c - offset), an elementwise
+    fusion XLA can feed straight into the matmul, instead of a scatter (same values, bit for bit).
+    Populations larger than ``chunk`` are processed in chunks with ``lax.map``. ``dtype``
+    "bfloat16" runs the matmuls in bfloat16 with float32 accumulation (tensor cores on a GPU;
+    the one-hot is exact in bfloat16); "float32" is the default.
     """
+    if dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"dtype must be float32 or bfloat16, got {dtype!r}")
+    dt = jnp.dtype(dtype)
     nc = np.asarray(space.n_choices, np.int64)
     offsets = jnp.asarray(np.concatenate([[0], np.cumsum(nc)[:-1]]), jnp.int32)
+    gene_of = jnp.asarray(np.repeat(np.arange(len(nc)), nc), jnp.int32)     # [n_in] gene of each column
+    cols = jnp.arange(int(nc.sum()), dtype=jnp.int32)
     n_in = int(nc.sum())
     rng = np.random.default_rng(seed)
     dims = [n_in] + [width] * depth + [1]
-    Ws = [jnp.asarray(rng.normal(size=(a, b)) / np.sqrt(a), jnp.float32)
+    Ws = [jnp.asarray(rng.normal(size=(a, b)) / np.sqrt(a), jnp.float32).astype(dt)
           for a, b in zip(dims[:-1], dims[1:])]
 
     def net(g):
         idx = g + offsets[None, :]
-        onehot = jnp.zeros((g.shape[0], n_in), jnp.float32).at[
-            jnp.arange(g.shape[0])[:, None], idx].set(1.0)
-        h = onehot
+        h = (jnp.take(idx, gene_of, axis=1) == cols[None, :]).astype(dt)
         for W in Ws[:-1]:
-            h = jax.nn.relu(h @ W)
-        return (h @ Ws[-1])[:, 0]
+            h = jax.nn.relu(jnp.dot(h, W, preferred_element_type=jnp.float32)).astype(dt)
+        return jnp.dot(h, Ws[-1], preferred_element_type=jnp.float32)[:, 0]
 
     def fitness(genomes):
         p = genomes.shape[0]

@@ -18,6 +18,7 @@ import numpy as np
 from flax import struct
 
 from . import operators as ops
+from .base import Algorithm, Designs
 
 
 @struct.dataclass
@@ -47,19 +48,28 @@ class GAState:
         return self.violation[0]
 
 
-class CategoricalEA:
+class CategoricalEA(Algorithm):
     """What GA and NSGA-II share: validated settings, default parameters and ``ask``
-    (the initial population at generation 0, else offspring by crossover + mutation)."""
+    (the initial population at generation 0, else offspring by crossover + mutation).
 
-    def __init__(self, space: Any, popsize: int, num_offspring: Optional[int] = None,
+    Constructor: ``(space, popsize, n_objectives, **options)`` with the registry's options
+    (``num_offspring``, ``crossover``, ``mutation``, ``mutation_slots``, ``archive_size``, ``dedup``);
+    an option an algorithm does not use is ignored."""
+
+    def __init__(self, space: Any, popsize: int, n_objectives: int = 1, num_offspring: Optional[int] = None,
                  crossover: str = "uniform",
-                 mutation: str = "sparse", mutation_slots: int = 8, dedup: bool = True):
+                 mutation: str = "sparse", mutation_slots: int = 8, archive_size: int = 256,
+                 dedup: bool = True):
         if crossover not in ops.CROSSOVERS:
             raise ValueError(f"crossover must be one of {ops.CROSSOVERS}, got {crossover!r}")
         if mutation not in ops.MUTATIONS:
             raise ValueError(f"mutation must be one of {ops.MUTATIONS}, got {mutation!r}")
         if popsize < 2:
             raise ValueError(f"popsize must be >= 2, got {popsize}")
+        if not self.accepts(n_objectives):
+            raise ValueError(f"{self.name} handles {self.objective_counts} objectives, got {n_objectives}")
+        self.n_objectives = int(n_objectives)
+        self.archive_size = int(archive_size)
         self.space = space
         self.popsize = int(popsize)
         self.num_offspring = int(num_offspring or popsize)
@@ -101,7 +111,8 @@ class CategoricalEA:
 class GA(CategoricalEA):
     """mu + lambda GA over ``space`` (needs n_genes, n_choices, group_ids, sample, hash)."""
 
-    n_objectives = 1
+    name = "ga"
+    objective_counts = (1,)
 
     def init(self, key, params: GAParams) -> GAState:
         pop = jnp.asarray(self.space.sample(key, self.popsize), jnp.int32)
@@ -111,8 +122,9 @@ class GA(CategoricalEA):
                        hashes=self.design_key(pop),
                        generation=jnp.zeros((), jnp.int32))
 
-    def tell(self, x, fitness, violation, state: GAState, params: GAParams) -> GAState:
+    def tell(self, key, x, fitness, violation, state: GAState, params: GAParams):
         """Elitist (mu + lambda) survival; duplicates (same canonical design) rank last.
+        ``fitness`` float32 [P, 1] (or [P]); returns (state, metrics).
 
         Pool = parents then offspring. One float32 key orders it (not duplicate, feasible
         first, violation, fitness); of several copies of one canonical design the best is
@@ -132,5 +144,12 @@ class GA(CategoricalEA):
         if self.dedup:
             key = jnp.where(ops.duplicate_mask_by_key(pool_h, key), -jnp.inf, key)
         _, keep = jax.lax.top_k(key, self.popsize)
-        return GAState(population=pool_x[keep], fitness=pool_f[keep], violation=pool_v[keep],
-                       hashes=pool_h[keep], generation=state.generation + 1)
+        new = GAState(population=pool_x[keep], fitness=pool_f[keep], violation=pool_v[keep],
+                      hashes=pool_h[keep], generation=state.generation + 1)
+        best = jnp.where(new.violation[0] == 0, new.fitness[0], jnp.inf)
+        return new, {"best": best[None], "best_violation": new.violation[0]}
+
+    def final_designs(self, state: GAState) -> Designs:
+        """The population, best first (it is kept sorted); unevaluated rows masked out."""
+        return Designs(genomes=state.population, objectives=state.fitness[:, None],
+                       violation=state.violation, mask=jnp.isfinite(state.violation))

@@ -17,6 +17,7 @@ from flax import struct
 
 from . import operators as ops
 from . import pareto
+from .base import Designs
 from .ga import CategoricalEA, GAParams
 
 
@@ -33,17 +34,17 @@ class NSGA2State:
 
 
 class NSGA2(CategoricalEA):
-    """NSGA-II over ``space`` with ``n_objectives`` in 2..4 (1 also works)."""
+    """NSGA-II over ``space`` with ``n_objectives`` in 2..4."""
 
-    def __init__(self, space: Any, popsize: int, n_objectives: int,
-                 num_offspring: Optional[int] = None, crossover: str = "uniform",
-                 mutation: str = "sparse", mutation_slots: int = 8,
-                 archive_size: int = 256, dedup: bool = True):
-        if not 1 <= n_objectives <= 4:
-            raise ValueError(f"n_objectives must be in 1..4, got {n_objectives}")
-        super().__init__(space, popsize, num_offspring, crossover, mutation, mutation_slots, dedup)
-        self.n_objectives = int(n_objectives)
-        self.archive_size = int(archive_size)
+    name = "nsga2"
+    objective_counts = (2, 3, 4)
+    # non-dominated sort (F, active, stop_at) -> rank and first-front test (F, active) -> bool; the
+    # dense O(N^2)-memory versions (pareto.*_dense) can be swapped in as a benchmark peer
+    nondominated_rank = staticmethod(pareto.nondominated_rank)
+    first_front = staticmethod(pareto.first_front)
+
+    def __init__(self, space: Any, popsize: int, n_objectives: int, **options):
+        super().__init__(space, popsize, n_objectives, **options)
 
     def init(self, key, params: GAParams) -> NSGA2State:
         mu, m = self.popsize, self.n_objectives
@@ -64,10 +65,11 @@ class NSGA2(CategoricalEA):
         return state.replace(hashes=self.design_key(state.population),
                              archive=a.replace(hashes=ah))
 
-    def tell(self, x, objectives, violation, state: NSGA2State, params: GAParams) -> NSGA2State:
+    def tell(self, key, x, objectives, violation, state: NSGA2State, params: GAParams):
+        """Non-dominated survival plus the archive update; returns (state, metrics)."""
         F, v = ops.sanitise(jnp.reshape(objectives, (x.shape[0], self.n_objectives)), violation)
         xh = self.design_key(x)
-        archive = pareto.update_archive(state.archive, x, F, v, xh)
+        archive = pareto.update_archive(state.archive, x, F, v, xh, front_fn=self.first_front)
         pool_x = jnp.concatenate([x, state.population])   # offspring first: ties keep the offspring
         pool_F = jnp.concatenate([F, state.objectives])
         pool_v = jnp.concatenate([v, state.violation])
@@ -79,13 +81,21 @@ class NSGA2(CategoricalEA):
         else:
             dup = jnp.zeros((n,), bool)
         feasible = (pool_v == 0) & ~dup
-        rank = pareto.nondominated_rank(pool_F, feasible, stop_at=self.popsize)
+        rank = self.nondominated_rank(pool_F, feasible, stop_at=self.popsize)
         crowd = pareto.crowding_distance(pool_F, rank)
         idx = jnp.arange(n, dtype=jnp.int32)
         _, _, _, _, order = jax.lax.sort(
             (dup.astype(jnp.int32), rank, pool_v, -crowd, idx), num_keys=4, is_stable=True)
         keep = order[: self.popsize]
-        return NSGA2State(population=pool_x[keep], objectives=pool_F[keep],
-                          violation=pool_v[keep], hashes=pool_h[keep], rank=rank[keep],
-                          crowding=crowd[keep], archive=archive,
-                          generation=state.generation + 1)
+        new = NSGA2State(population=pool_x[keep], objectives=pool_F[keep],
+                         violation=pool_v[keep], hashes=pool_h[keep], rank=rank[keep],
+                         crowding=crowd[keep], archive=archive,
+                         generation=state.generation + 1)
+        best = jnp.min(jnp.where(archive.filled[:, None], archive.objectives, jnp.inf), axis=0)
+        return new, {"best": best, "archive_size": jnp.sum(archive.filled)}
+
+    def final_designs(self, state: NSGA2State) -> Designs:
+        """The Pareto archive (every non-dominated feasible design seen)."""
+        a = state.archive
+        return Designs(genomes=a.genomes, objectives=a.objectives,
+                       violation=jnp.where(a.filled, 0.0, jnp.inf).astype(jnp.float32), mask=a.filled)

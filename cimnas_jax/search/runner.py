@@ -18,6 +18,7 @@ for a given backend and device count but not promised identical across JAX versi
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from typing import Any, Callable, Optional
 
@@ -26,9 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from .ga import GA
 from .hypervolume import hypervolume
-from .nsga2 import NSGA2
 from .objectives import Objective
 
 RNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
@@ -36,22 +35,21 @@ RNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
 
 @struct.dataclass
 class SearchState:
-    algo: Any               # GAState | NSGA2State
+    algo: Any               # the algorithm's own state (GAState, NSGA2State, ...)
     key_data: jax.Array     # uint32 raw key data (typed keys are rebuilt with wrap_key_data)
     hv_ref: jax.Array       # float32[M] hypervolume reference point (inf until first feasible)
 
 
 class Search:
-    """An algorithm + a fitness + an objective, run generation by generation on device."""
+    """An algorithm (``base.Algorithm`` protocol) + a fitness + an objective, run generation by
+    generation on device. Nothing here depends on which algorithm it is."""
 
     def __init__(self, algo, fitness_fn: Callable, objective: Objective, params=None,
                  rng_impl: str = "threefry2x32", shard: bool = True, config: Optional[dict] = None):
         if rng_impl not in RNG_IMPLS:
             raise ValueError(f"rng_impl must be one of {RNG_IMPLS}, got {rng_impl!r}")
-        if isinstance(algo, GA) and objective.n_objectives != 1:
-            raise ValueError("GA needs a single objective; use NSGA2 for multi-objective sets")
-        if isinstance(algo, NSGA2) and algo.n_objectives != objective.n_objectives:
-            raise ValueError(f"NSGA2 built for {algo.n_objectives} objectives, objective "
+        if getattr(algo, "n_objectives", objective.n_objectives) != objective.n_objectives:
+            raise ValueError(f"{algo.name} built for {algo.n_objectives} objective(s), objective "
                              f"{objective.name!r} has {objective.n_objectives}")
         self.algo = algo
         self.fitness_fn = fitness_fn
@@ -59,14 +57,25 @@ class Search:
         self.params = params if params is not None else algo.default_params()
         self.rng_impl = rng_impl
         self.config = dict(config or {})
-        self.multi = isinstance(algo, NSGA2)
+        self.multi = objective.n_objectives > 1      # hypervolume is tracked for fronts
         self.mesh = None
-        ndev = jax.local_device_count()
-        if shard and ndev > 1 and algo.popsize % ndev == 0 and algo.num_offspring % ndev == 0:
+        # one global mesh over every device of every process (jax.distributed): the population
+        # axis is sharded over all of them; a single process shards over its local devices
+        ndev = jax.device_count()
+        self.multiprocess = jax.process_count() > 1
+        if self.multiprocess and not (algo.popsize % ndev == 0 and algo.num_offspring % ndev == 0):
+            raise ValueError(f"a {jax.process_count()}-process search shards the population over {ndev} devices: "
+                             f"population {algo.popsize} and offspring {algo.num_offspring} must be multiples of "
+                             f"{ndev}")
+        if (shard or self.multiprocess) and ndev > 1 and algo.popsize % ndev == 0 and algo.num_offspring % ndev == 0:
             from jax.sharding import Mesh
-            self.mesh = Mesh(np.array(jax.local_devices()), ("pop",))
+            self.mesh = Mesh(np.array(jax.devices()), ("pop",))
         self._chunks = {}
         self._hv = jax.jit(self._hv_impl)
+        if self.mesh is not None:
+            from jax.sharding import NamedSharding, PartitionSpec as P
+            self._replicated = NamedSharding(self.mesh, P())
+            self._hv_global = jax.jit(self._hv_impl, out_shardings=self._replicated)
 
     # ------------------------------------------------------------------ pure pieces
     def _sharding_tree(self, tree):
@@ -85,13 +94,20 @@ class Search:
             return tree
         return jax.lax.with_sharding_constraint(tree, self._sharding_tree(tree))
 
-    def init(self, seed: int) -> SearchState:
+    def _init_local(self, seed: int) -> SearchState:
         key = jax.random.key(seed, impl=self.rng_impl)
         key, k_init = jax.random.split(key)
-        st = SearchState(algo=self.algo.init(k_init, self.params),
-                         key_data=jax.random.key_data(key),
-                         hv_ref=jnp.full((self.objective.n_objectives,), jnp.inf, jnp.float32))
-        if self.mesh is not None:
+        return SearchState(algo=self.algo.init(k_init, self.params),
+                           key_data=jax.random.key_data(key),
+                           hv_ref=jnp.full((self.objective.n_objectives,), jnp.inf, jnp.float32))
+
+    def init(self, seed: int) -> SearchState:
+        st = self._init_local(seed)
+        if self.multiprocess:   # every process computed the same state: assemble the global arrays
+            from .distributed import to_global
+            host = jax.device_get(st)
+            st = to_global(host, self._sharding_tree(host))
+        elif self.mesh is not None:
             st = jax.device_put(st, self._sharding_tree(st))
         else:  # committed, like restored arrays, so a resumed run reuses the compiled chunk
             st = jax.device_put(st, jax.local_devices()[0])
@@ -101,23 +117,17 @@ class Search:
         """One generation: ask -> fitness -> objectives -> tell. Returns (state, stats)."""
         key = jax.random.wrap_key_data(state.key_data, impl=self.rng_impl)
         key, k_ask = jax.random.split(key)
+        k_tell = jax.random.fold_in(k_ask, 1)
         x, algo_state = self.algo.ask(k_ask, state.algo, self.params)
         x = self._constrain(x)
         F, v = self.objective(self.fitness_fn(x))
         feasible = v == 0
-        if self.multi:
-            algo_state = self.algo.tell(x, F, v, algo_state, self.params)
+        algo_state, stats = self.algo.tell(k_tell, x, F, v, algo_state, self.params)
+        hv_ref = state.hv_ref
+        if self.multi:   # reference point: 1.1 x the worst feasible value of the first feasible batch
             cand = 1.1 * jnp.max(jnp.where(feasible[:, None], F, -jnp.inf), axis=0)
-            hv_ref = jnp.where(jnp.isfinite(state.hv_ref) | ~jnp.any(feasible),
-                               state.hv_ref, cand)
-            best = jnp.min(jnp.where(algo_state.archive.filled[:, None],
-                                     algo_state.archive.objectives, jnp.inf), axis=0)
-            stats = {"best": best, "archive_size": jnp.sum(algo_state.archive.filled)}
-        else:
-            algo_state = self.algo.tell(x, F[:, 0], v, algo_state, self.params)
-            hv_ref = state.hv_ref
-            b = jnp.where(algo_state.violation[0] == 0, algo_state.fitness[0], jnp.inf)
-            stats = {"best": b[None], "best_violation": algo_state.violation[0]}
+            hv_ref = jnp.where(jnp.isfinite(state.hv_ref) | ~jnp.any(feasible), state.hv_ref, cand)
+        stats = dict(stats)
         stats["feasible_fraction"] = jnp.mean(feasible.astype(jnp.float32))
         new = SearchState(algo=algo_state, key_data=jax.random.key_data(key), hv_ref=hv_ref)
         return self._constrain(new), stats
@@ -125,25 +135,42 @@ class Search:
     def _chunk_fn(self, n: int):
         if n not in self._chunks:
             def run(state):
-                return jax.lax.scan(lambda s, _: self.step(s), state, None, length=n)
+                state, stats = jax.lax.scan(lambda s, _: self.step(s), state, None, length=n)
+                if self.mesh is not None:   # the per-generation metrics on every process
+                    stats = jax.lax.with_sharding_constraint(stats, self._replicated)
+                return state, stats
             self._chunks[n] = jax.jit(run, donate_argnums=0)
         return self._chunks[n]
 
     def _hv_impl(self, state: SearchState):
-        a = state.algo.archive
+        d = self.algo.final_designs(state.algo)
         ref = state.hv_ref
         ok = jnp.all(jnp.isfinite(ref))
         safe = jnp.where(ok, ref, 1.0)
-        return jnp.where(ok, hypervolume(a.objectives / safe, jnp.ones_like(safe), a.filled), 0.0)
+        mask = d.mask & (d.violation == 0)
+        return jnp.where(ok, hypervolume(d.objectives / safe, jnp.ones_like(safe), mask), 0.0)
 
     def hypervolume(self, state: SearchState) -> float:
-        """Normalised hypervolume of the archive (objectives / hv_ref, reference = 1).
-
-        Exact for 2 objectives, Monte-Carlo with a fixed key for 3-4 (see hypervolume.py).
-        """
+        """Normalised hypervolume of the algorithm's final designs (objectives / hv_ref,
+        reference = 1). Exact for 2 objectives, Monte-Carlo with a fixed key for 3-4."""
         if not self.multi:
-            raise ValueError("hypervolume is defined for NSGA2 searches only")
+            raise ValueError("hypervolume is defined for multi-objective searches only")
+        if self.mesh is not None and _is_global(state):
+            return float(self._hv_global(state))
         return float(self._hv(state))
+
+    def final_designs(self, state: SearchState):
+        """The algorithm's result (``base.Designs``, best first), on the host. With several
+        processes every one must call it (it gathers the sharded state)."""
+        if self.multiprocess and _is_global(state):
+            state = self.host_state(state)
+        return jax.device_get(self.algo.final_designs(state.algo))
+
+    def host_state(self, state: SearchState) -> SearchState:
+        """The whole state as numpy arrays on this process (a collective with several processes:
+        every process calls it); afterwards ``final_designs`` / ``hypervolume`` of it run locally."""
+        from .distributed import to_host
+        return to_host(state)
 
     # ------------------------------------------------------------------ host loop
     def run(self, seed: int, generations: int, chunk: int = 10,
@@ -157,24 +184,31 @@ class Search:
             raise ValueError(f"generations and chunk must be >= 1, got {generations}, {chunk}")
         mgr = _Checkpoints(checkpoint_dir) if checkpoint_dir else None
         meta = {"config": {**self.config, "seed": int(seed), "rng_impl": self.rng_impl,
-                           "algorithm": type(self.algo).__name__,
+                           "algorithm": self.algo.name,
                            "popsize": self.algo.popsize,
                            "num_offspring": self.algo.num_offspring,
                            "objective": self.objective.name},
                 "history": []}
         state = None
         if resume and mgr is not None and mgr.latest_step() is not None:
-            abstract = jax.eval_shape(lambda: self.init(seed))
-            state, saved = mgr.restore(abstract)
+            if self.mesh is not None:     # restore straight into the (global) shardings
+                host = jax.eval_shape(lambda: self._init_local(seed))
+                abstract = jax.tree_util.tree_map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                                                  host, self._sharding_tree(host))
+            else:
+                abstract = jax.eval_shape(lambda: self.init(seed))
+            state, saved = mgr.restore(abstract, log)
             for k, v in meta["config"].items():
                 if k in saved["config"] and saved["config"][k] != v:
                     raise ValueError(f"cannot resume from {checkpoint_dir}: checkpoint has "
                                      f"{k}={saved['config'][k]!r}, this run has {v!r}")
             meta["history"] = saved["history"]
             # design keys are internal: recompute them with this version's key function
-            state = state.replace(algo=jax.jit(self.algo.rehash)(state.algo))
             if self.mesh is not None:
-                state = jax.device_put(state, self._sharding_tree(state))
+                sh = self._sharding_tree(state.algo)
+                state = state.replace(algo=jax.jit(self.algo.rehash, out_shardings=sh)(state.algo))
+            else:
+                state = state.replace(algo=jax.jit(self.algo.rehash)(state.algo))
             if log:
                 log(f"resumed from {checkpoint_dir} at generation {int(state.algo.generation)}")
         elif mgr is not None and mgr.latest_step() is not None and not resume:
@@ -193,10 +227,10 @@ class Search:
             dt = time.perf_counter() - t0
             for i in range(n):
                 row = {"generation": gen + i + 1, "evaluations": (gen + i + 1) * lam,
-                       "best": [float(b) for b in stats["best"][i]],
-                       "feasible_fraction": float(stats["feasible_fraction"][i])}
-                if self.multi:
-                    row["archive_size"] = int(stats["archive_size"][i])
+                       "best": [float(b) for b in stats["best"][i]]}
+                for k, val in stats.items():      # every other per-generation scalar metric
+                    if k != "best" and np.ndim(val[i]) == 0:
+                        row[k] = val[i].item()
                 meta["history"].append(row)
             gen += n
             done_chunks += 1
@@ -204,11 +238,15 @@ class Search:
             if self.multi:
                 hv = self.hypervolume(state)
                 meta["history"][-1]["hypervolume"] = hv
-                line += f"hv {hv:.4f}  archive {meta['history'][-1]['archive_size']:4d}  "
+                line += f"hv {hv:.4f}  "
+                if "archive_size" in meta["history"][-1]:
+                    line += f"archive {meta['history'][-1]['archive_size']:4d}  "
             else:
                 line += f"best {meta['history'][-1]['best'][0]:.4e}  "
+            left = generations - gen
+            rate = n * lam / dt
             line += (f"feasible {meta['history'][-1]['feasible_fraction']:.3f}  "
-                     f"cand/s {n * lam / dt:.3e}")
+                     f"candidates/s {rate:.3e}  ETA {left * lam / rate:.0f} s")
             if mgr is not None:
                 mgr.save(gen, state, meta)
                 line += "  [checkpoint]"
@@ -217,6 +255,11 @@ class Search:
         if mgr is not None:
             mgr.close()
         return state, meta["history"]
+
+
+def _is_global(tree) -> bool:
+    """True if some leaf is a jax.Array not wholly on this process."""
+    return any(isinstance(x, jax.Array) and not x.is_fully_addressable for x in jax.tree_util.tree_leaves(tree))
 
 
 class _Checkpoints:
@@ -239,12 +282,29 @@ class _Checkpoints:
                                                     meta=ocp.args.JsonSave(meta)))
         self.mgr.wait_until_finished()
 
-    def restore(self, abstract_state):
+    def restore(self, abstract_state, log=None):
+        """The newest checkpoint that restores intact; a damaged one is skipped with a warning."""
         ocp = self.ocp
-        step = self.mgr.latest_step()
-        out = self.mgr.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
-        return out["state"], out["meta"]
+        errors, damaged = [], []
+        for step in sorted(self.mgr.all_steps(), reverse=True):
+            try:
+                out = self.mgr.restore(step, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+                meta = out["meta"]
+                if not isinstance(meta, dict) or len(meta.get("history", [])) != int(out["state"].algo.generation):
+                    raise ValueError("metadata does not match the state")
+            except Exception as e:  # noqa: BLE001 - any damage: try the previous checkpoint
+                errors.append(f"step {step}: {type(e).__name__}: {str(e)[:200]}")
+                damaged.append(step)
+                if log:
+                    log(f"warning: checkpoint {self.dir}/{step} is damaged ({type(e).__name__}); trying an older one")
+                continue
+            for d in damaged:                   # the run continues from `step`: drop what it will rewrite
+                shutil.rmtree(os.path.join(self.dir, str(d)), ignore_errors=True)
+            if damaged:
+                self.mgr.reload()
+            return out["state"], meta
+        raise ValueError(f"no intact checkpoint in {self.dir}: " + "; ".join(errors))
 
     def close(self):
         self.mgr.close()
