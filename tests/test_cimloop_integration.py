@@ -93,3 +93,46 @@ def test_reproduces_reference_layer_records_within_1_percent(tmp_path):
             assert got["result"]["energy_breakdown_J"][c] == pytest.approx(v, rel=0.01, abs=1e-15)
     again = be.evaluate_records(recs)  # every layer now comes from the cache
     assert all(o["cache_hit"] for o in again) and be.last_stats["n_evaluated"] == 0
+
+
+SRAM = REF.parent / "cimloop_reference_sram7nm"
+
+
+def _pick_sram():
+    if not SRAM.exists():
+        pytest.skip(f"../shared absent: {SRAM}")
+    recs = [json.loads(line) for line in open(SRAM / "layers.jsonl")]
+    by_bits = {}
+    for r in recs:   # one record per ADC resolution, different layer kinds first
+        by_bits.setdefault(r["hw"]["adc_bits"], r)
+    return [by_bits[b] for b in sorted(by_bits)][:2]
+
+
+@pytest.mark.skipif(not FE_OK, reason=f"CiMLoop front end not available: {FE_WHY}")
+def test_front_end_spec_of_an_sram_record_is_7nm_with_the_sram_cell(tmp_path):
+    """The 7 nm SRAM records reach timeloop at 7 nm, with the SRAM cell and their own ADC resolution
+    (before, every record ran at 32 nm with the RRAM cell)."""
+    from pytimeloop.timeloopfe.common.backend_calls import _pre_call
+    from cimnas_jax.cimloop.backend import build_spec
+    from cimnas_jax.cimloop.config import CimloopConfig
+    for r in _pick_sram():
+        job = tmp_path / r["id"]
+        job.mkdir()
+        spec = build_spec(r, CimloopConfig(models_dir=locate()[0]), str(job))
+        assert spec.variables["TECHNOLOGY"] == 7 and spec.variables["ADC_RESOLUTION"] == r["hw"]["adc_bits"]
+        paths, _ = _pre_call(spec, str(job), None, for_model=False)
+        text = open(paths[0]).read()
+        adc = text[text.find("name: adc["):][:1500]
+        assert "sram_sinangil_jssc_2021.cell.yaml" in adc and "rram_neurosim_default" not in adc
+
+
+@needs_cimloop
+def test_reproduces_sram_reference_records_within_1_percent(tmp_path):
+    from cimnas_jax.cimloop import CimloopBackend
+    recs = _pick_sram()
+    out = CimloopBackend(cache_path=str(tmp_path / "c.sqlite"), workers=2, timeout_s=900).evaluate_records(recs)
+    for ref, got in zip(recs, out):
+        assert got["status"] == "ok", (got["id"], got["error"])
+        for f in ("energy_J", "latency_s", "area_m2_total"):
+            assert got["result"][f] == pytest.approx(ref["result"][f], rel=0.01), (ref["id"], f)
+        assert got["result"]["cycles"] == ref["result"]["cycles"]

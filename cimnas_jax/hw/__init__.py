@@ -2,13 +2,22 @@
 
     res = evaluate_designs(space, genomes)          # HWResult per design
     res = evaluate_layer_table(tech, layers, hw)    # LayerTable [P,L] + HardwareParams [P]
-    get_backend("analytic" | "cimloop").evaluate_records(records)
+    get_backend("analytic" | "calibrated" | "cimloop").evaluate_records(records)
+    m = calibrated.design_metrics(space, genomes, load_correction("rram_32nm"))   # CiMLoop-corrected
 """
 from cimnas_jax.hw.evaluate import HWResult, evaluate_designs, evaluate_layer_table
 from cimnas_jax.hw.model import AREA_COMPONENTS, ENERGY_COMPONENTS
 from cimnas_jax.hw.tech import Technology, TechnologyError, load_technology, technology_names
 
-BACKENDS = ("analytic", "cimloop")
+
+def load_correction(technology_or_path: str):
+    """The CiMLoop-trained correction of a technology (shipped: assets/hw_correction/<name>/) or a folder
+    (lazy import: ``cimnas_jax.hw.correction_io.load_correction``)."""
+    from cimnas_jax.hw.correction_io import load_correction as _load
+    return _load(technology_or_path)
+
+
+BACKENDS = ("analytic", "calibrated", "cimloop")
 
 
 def get_backend(name: str = "analytic", **kwargs):
@@ -16,6 +25,9 @@ def get_backend(name: str = "analytic", **kwargs):
     if name == "analytic":
         from cimnas_jax.hw.records import AnalyticBackend
         return AnalyticBackend(**kwargs)
+    if name == "calibrated":
+        from cimnas_jax.hw.calibrated import CalibratedBackend
+        return CalibratedBackend(**kwargs)
     if name == "cimloop":
         import importlib
         mod = importlib.import_module("cimnas_jax.cimloop")
@@ -29,5 +41,5 @@ def get_backend(name: str = "analytic", **kwargs):
     raise ValueError(f"unknown backend {name!r}; choose one of {BACKENDS}")
 
 
-__all__ = ["HWResult", "evaluate_designs", "evaluate_layer_table", "get_backend", "load_technology",
+__all__ = ["load_correction", "HWResult", "evaluate_designs", "evaluate_layer_table", "get_backend", "load_technology",
            "Technology", "TechnologyError", "technology_names", "ENERGY_COMPONENTS", "AREA_COMPONENTS"]

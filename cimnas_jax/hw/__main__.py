@@ -1,6 +1,6 @@
 """Batch CLI: evaluate reference-format layer records.
 
-    python -m cimnas_jax.hw --backend=analytic --jobs=IN.jsonl --out=OUT.jsonl [--technology=NAME]
+    python -m cimnas_jax.hw --backend=analytic|calibrated|cimloop --jobs=IN.jsonl --out=OUT.jsonl [--technology=NAME]
 
 Each input line is a record with layer, input_bits, weight_bits and hw; hw.technology_nm and hw.cell
 name the technology (neither: rram_32nm; a pair no technology file has fails that record with an
@@ -17,7 +17,8 @@ from absl import app, flags
 from cimnas_jax.fileio import atomic_write
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("backend", "analytic", "evaluator backend: analytic or cimloop")
+flags.DEFINE_string("backend", "analytic", "evaluator backend: analytic, calibrated (analytic x the CiMLoop-trained "
+                    "correction, assets/hw_correction/<technology>) or cimloop")
 flags.DEFINE_string("jobs", None, "input JSONL of reference-format layer records")
 flags.DEFINE_string("out", None, "output JSONL (written atomically)")
 flags.DEFINE_string("technology", "", "analytic: force a technology file (e.g. rram_32nm) whatever the records "
@@ -30,7 +31,7 @@ def run(backend_name: str, jobs: str, out: str, technology: str = "") -> int:
     from cimnas_jax.hw import BACKENDS, get_backend, technology_names
     if backend_name not in BACKENDS:
         raise app.UsageError(f"--backend must be one of {list(BACKENDS)}, got {backend_name!r}")
-    if technology and backend_name == "analytic" and technology not in technology_names():
+    if technology and backend_name in ("analytic", "calibrated") and technology not in technology_names():
         raise app.UsageError(f"--technology must be one of {technology_names()}, got {technology!r}")
     src = Path(jobs)
     if not src.is_file():
@@ -46,7 +47,7 @@ def run(backend_name: str, jobs: str, out: str, technology: str = "") -> int:
         if not isinstance(r, dict):
             raise app.UsageError(f"--jobs {jobs}: line {n} is not a JSON object")
         recs.append({k: v for k, v in r.items() if k not in RESULT_FIELDS})
-    kw = {"technology": technology or None} if backend_name == "analytic" else {}
+    kw = {"technology": technology or None} if backend_name in ("analytic", "calibrated") else {}
     backend = get_backend(backend_name, **kw)
     res = backend.evaluate_records(recs)
     dst = Path(out)
