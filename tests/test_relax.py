@@ -215,7 +215,7 @@ def test_refinement_reaches_the_known_optimum_of_a_toy_objective():
         for k in range(cfg.candidates):
             np.testing.assert_array_equal(res.genomes[k], optimum)
         assert np.all(res.accepted)
-        assert res.exact_evaluations == cfg.candidates * (15 + (starts is not None))
+        assert res.exact_evaluations == cfg.candidates * (15 + 1 + (starts is not None))
         assert res.skipped_updates == 0
 
 

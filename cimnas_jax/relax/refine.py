@@ -13,7 +13,10 @@ takes an optax Adam step on ``log objective + penalty x violation`` (``relax.los
 Every ``config.eval_every`` steps (and after the last) each candidate's logits are discretised
 (argmax, canonicalised) and scored with ``exact_fitness`` and the Objective -- the same
 genome-level fitness the search uses; each candidate keeps the best design it reached (feasible
-first, then lower violation, then lower objective). At the end a candidate's design replaces its
+first, then lower violation, then lower objective). With hard samples every step's forward pass
+evaluates real designs (the soft fitness equals the exact one at a one-hot), so each candidate
+also tracks the best sample it drew; after the last step those are re-scored with
+``exact_fitness`` (K more evaluations) and compete on their exact scores. At the end a candidate's design replaces its
 start only if it is strictly better by that order; the start's own exact score is measured once
 at the beginning. A candidate step whose loss or gradient is not finite (a NaN from a surrogate
 or the model) leaves its logits' gradient at zero, and a design whose exact metrics are not
@@ -103,8 +106,10 @@ class RefineResult:
     genomes / objective / violation: the chosen design (refined if accepted, else the start);
     accepted: the refined design was strictly better exactly; start_* / refined_*: both designs
     and their exact scores (start_* None for a uniform start); refined_step: the gradient step
-    at whose check the refined design was found (-1: none finite); exact_evaluations: exact
-    fitness evaluations used in all (K per check, plus K for the starts); gradient_steps: steps
+    at whose check the refined design was found (-1: none finite; ``steps`` for a drawn sample,
+    re-scored after the last step); refined_from_sample: it is a drawn Gumbel sample rather than
+    a discretised candidate; exact_evaluations: exact fitness evaluations used in all (K per
+    check, K for the starts, K for re-scoring the best drawn samples); gradient_steps: steps
     taken (each on K candidates x samples); skipped_updates: candidate-steps whose loss or
     gradient was not finite; history: one row per check; timing_s: wall-clock seconds.
     """
@@ -123,6 +128,7 @@ class RefineResult:
     refined_objective: np.ndarray
     refined_violation: np.ndarray
     refined_step: np.ndarray
+    refined_from_sample: np.ndarray
     exact_evaluations: int
     gradient_steps: int
     skipped_updates: int
@@ -140,7 +146,7 @@ class RefineResult:
         hx = lambda g: space.hash_hex(g) if g is not None else None
         start_h, ref_h, chosen_h = hx(self.start_genomes), hx(self.refined_genomes), hx(self.genomes)
         n_checks = len(self.history)
-        per = 1 + n_checks if self.start_genomes is not None else n_checks
+        per = n_checks + (self.start_genomes is not None) + (bool(self.config.hard) and self.gradient_steps > 0)
         rows = []
         for k in range(len(self.genomes)):
             finite = np.isfinite(self.objective[k]) and np.isfinite(self.violation[k])
@@ -156,6 +162,7 @@ class RefineResult:
                        refined_objective=f(self.refined_objective[k]),
                        refined_violation=f(self.refined_violation[k]),
                        refined_at_step=int(self.refined_step[k]),
+                       refined_from_sample=bool(self.refined_from_sample[k]),
                        gradient_steps=int(self.gradient_steps), exact_evaluations=int(per))
             rows.append(row)
         return dict(space=self.space_name, objective=self.objective_name, config=self.config.to_dict(),
@@ -182,31 +189,52 @@ def _scorer(exact_fitness, objective):
     return jax.jit(score)
 
 
+def _better_j(v1, f1, v2, f2):
+    ok = jnp.isfinite(v1) & jnp.isfinite(f1)
+    return ok & ((v1 < v2) | ((v1 == v2) & (f1 < f2)))
+
+
 @functools.lru_cache(maxsize=32)
 def _stepper(space, soft_fitness, objective, K: int, S: int, hard: bool, penalty: float):
-    """Jitted ``chunk(logits, opt_state, keys [n], taus [n], lr) -> (logits, opt_state, loss
-    [n, K], ok [n, K])``: n gradient steps in one ``lax.scan``."""
+    """Jitted ``chunk(carry, keys [n], taus [n], lr) -> (carry, loss [n, K], ok [n, K])``: n
+    gradient steps in one ``lax.scan``. ``carry = (logits, opt_state, tracked)``; with hard
+    samples ``tracked = (genomes [K, G], objective [K], violation [K])`` is the best sample each
+    candidate has drawn so far, scored by the soft fitness's forward pass (which is the exact
+    fitness at a one-hot); the caller re-scores it exactly before using it."""
     opt = optax.inject_hyperparams(optax.adam)(learning_rate=1.0)
 
     def loss_fn(lg, key, tau):
         x = jnp.repeat(lg, S, axis=0) if S > 1 else lg
         y = LG.gumbel_softmax(space, key, x, tau, hard)
-        lk = jnp.mean(relaxed_loss(objective, soft_fitness(y), penalty).reshape(K, S), axis=1)
-        return jnp.sum(jnp.where(jnp.isfinite(lk), lk, 0.0)), lk
+        m = soft_fitness(y)
+        lk = jnp.mean(relaxed_loss(objective, m, penalty).reshape(K, S), axis=1)
+        F, v = objective(jax.lax.stop_gradient(m))
+        return jnp.sum(jnp.where(jnp.isfinite(lk), lk, 0.0)), (lk, F[:, 0], v, jax.lax.stop_gradient(y))
 
     def step(carry, xs):
-        lg, st = carry
+        lg, st, (tg, tf, tv) = carry
         key, tau = xs
-        (_, lk), g = jax.value_and_grad(loss_fn, has_aux=True)(lg, key, tau)
+        (_, (lk, F, v, y)), g = jax.value_and_grad(loss_fn, has_aux=True)(lg, key, tau)
         ok = jnp.isfinite(lk) & jnp.all(jnp.isfinite(g), axis=(1, 2))
         g = jnp.where(ok[:, None, None], g, 0.0)
         upd, st = opt.update(g, st, lg)
-        return (optax.apply_updates(lg, upd), st), (lk, ok)
+        if hard:   # best of this step's S samples per candidate, then against the tracked best
+            F, v = F.reshape(K, S), v.reshape(K, S)
+            gs = jnp.argmax(y, axis=-1).astype(jnp.int32).reshape(K, S, -1)
+            vmin = jnp.min(v, axis=1, keepdims=True)
+            j = jnp.argmin(jnp.where(v == vmin, F, jnp.inf), axis=1)
+            pick = lambda a: jnp.take_along_axis(a, j[:, None], axis=1)[:, 0]
+            sg, sf, sv = gs[jnp.arange(K), j], pick(F), pick(v)
+            imp = _better_j(sv, sf, tv, tf)
+            tg = jnp.where(imp[:, None], sg, tg)
+            tf, tv = jnp.where(imp, sf, tf), jnp.where(imp, sv, tv)
+        return (optax.apply_updates(lg, upd), st, (tg, tf, tv)), (lk, ok)
 
-    def chunk(lg, st, keys, taus, lr):
+    def chunk(carry, keys, taus, lr):
+        lg, st, tracked = carry
         st = st._replace(hyperparams={**st.hyperparams, "learning_rate": jnp.asarray(lr, jnp.float32)})
-        (lg, st), (lk, ok) = jax.lax.scan(step, (lg, st), (keys, taus))
-        return lg, st, lk, ok
+        carry, (lk, ok) = jax.lax.scan(step, (lg, st, tracked), (keys, taus))
+        return carry, lk, ok
 
     return opt, jax.jit(chunk)
 
@@ -246,16 +274,20 @@ def refine(space, exact_fitness: Callable, soft_fitness: Callable, objective, st
     best_F = np.full(K, np.inf)
     best_v = np.full(K, np.inf)
     best_step = np.full(K, -1, np.int64)
+    from_sample = np.zeros(K, bool)
     history, skipped = [], 0
     if config.steps > 0:
         opt, chunk = _stepper(space, soft_fitness, objective, K, S, bool(config.hard), float(config.penalty))
-        st = opt.init(lg)
+        tracked = (jnp.zeros((K, space.n_genes), jnp.int32), jnp.full((K,), jnp.inf, jnp.float32),
+                   jnp.full((K,), jnp.inf, jnp.float32))
+        carry = (lg, opt.init(lg), tracked)
         keys = jax.random.split(key, config.steps)
         taus = jnp.asarray(config.temperatures())
         for c0 in range(0, config.steps, config.eval_every):
             n = min(config.eval_every, config.steps - c0)
             t0 = time.perf_counter()
-            lg, st, lk, ok = chunk(lg, st, keys[c0:c0 + n], taus[c0:c0 + n], config.lr)
+            carry, lk, ok = chunk(carry, keys[c0:c0 + n], taus[c0:c0 + n], config.lr)
+            lg = carry[0]
             lk, ok = jax.device_get((lk, ok))
             dt = time.perf_counter() - t0
             if c0 == 0:
@@ -268,6 +300,7 @@ def refine(space, exact_fitness: Callable, soft_fitness: Callable, objective, st
             evals += K
             imp = better(v, F, best_v, best_F)
             best_g[imp], best_F[imp], best_v[imp], best_step[imp] = g[imp], F[imp], v[imp], c0 + n
+            from_sample[imp] = False
             feas = np.isfinite(best_F) & (best_v == 0)
             lk_f = np.where(np.isfinite(lk), lk, np.nan)
             row = dict(step=c0 + n, exact_evaluations=evals, tau=float(taus[c0 + n - 1]),
@@ -278,6 +311,14 @@ def refine(space, exact_fitness: Callable, soft_fitness: Callable, objective, st
             if log:
                 log(f"refine step {row['step']:5d}  tau {row['tau']:.3f}  loss {row['mean_loss']}  "
                     f"best {row['best_feasible_objective']}  feasible {row['feasible_candidates']}/{K}")
+        if config.hard:   # the best drawn sample of each candidate, re-scored exactly
+            tg = np.asarray(space.canonicalise(carry[2][0]), np.int32)
+            F, v = exact(tg)
+            evals += K
+            imp = better(v, F, best_v, best_F)
+            best_g[imp], best_F[imp], best_v[imp] = tg[imp], F[imp], v[imp]
+            best_step[imp] = config.steps
+            from_sample[imp] = True
     if starts is not None:
         acc = better(best_v, best_F, sv, sF)
         chosen = np.where(acc[:, None], best_g, starts)
@@ -294,5 +335,5 @@ def refine(space, exact_fitness: Callable, soft_fitness: Callable, objective, st
         space_name=space.name, objective_name=objective.name, config=config, genomes=chosen,
         objective=cF, violation=cv, accepted=acc, start_genomes=starts, start_objective=sF,
         start_violation=sv, refined_genomes=best_g, refined_objective=best_F, refined_violation=best_v,
-        refined_step=best_step, exact_evaluations=evals, gradient_steps=config.steps,
+        refined_step=best_step, refined_from_sample=from_sample, exact_evaluations=evals, gradient_steps=config.steps,
         skipped_updates=skipped, history=history, timing_s=timing)
