@@ -35,6 +35,14 @@ flags.DEFINE_string("out", "", "write the report as JSON here ('' = print only)"
 flags.DEFINE_string("jax_cache_dir", "/tmp/cimnas_jax_cache", "persistent compilation cache ('' = off)")
 
 
+def read_labels(out_dir) -> list[dict]:
+    """All records of a label folder, part files in name order (as label_accuracy.read_labels)."""
+    recs = []
+    for p in sorted(Path(out_dir).glob("part-*.jsonl")):
+        recs += [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+    return recs
+
+
 def kendall_tau(a, b) -> float:
     a, b = np.asarray(a), np.asarray(b)
     s = np.sign(a[:, None] - a[None]) * np.sign(b[:, None] - b[None])
@@ -52,9 +60,6 @@ def main(argv):
     from cimnas_jax.nets.evaluate import SubnetEvaluator
     from cimnas_jax.nets.io import enable_compile_cache, load_supernet, supernet_dir_for, val_split_size
     from cimnas_jax.space import get_space
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from label_accuracy import read_labels
 
     if not F.labels:
         raise app.UsageError("--labels: a label folder is required")

@@ -4,6 +4,7 @@ bit-width, depth / width / bit semantics, save -> load -> evaluate -> fine-tune 
 decoded from genomes, and (when shipped and Fashion-MNIST is present) the trained checkpoint."""
 
 import json
+import os
 from pathlib import Path
 
 import jax
@@ -140,13 +141,15 @@ def test_one_compile_serves_all_subnets_and_bits(ev):
 
 
 def test_dropped_block_is_identity(ev):
-    # block 3 (stage 1, position 2) inactive == that block's residual branch zeroed
+    # stage 1 at depth 3 (block 4 = position 3 inactive) == that block's residual branch zeroed
     a = ra.largest_arch(8)
-    a_drop = dict(a, block_active=a["block_active"].copy())
-    a_drop["block_active"][2] = False
+    a_drop = dict(a, depths=a["depths"].copy())
+    a_drop["depths"][0] = 3
+    a_drop["block_active"] = ra.block_active_from_depths(a_drop["depths"])
+    assert a_drop["block_active"].sum() == a["block_active"].sum() - 1 and not a_drop["block_active"][3]
     p = jax.tree.map(lambda v: v, ev.base_params)
     blk = p["s1_rest"]["block"]
-    bn = {k: v.at[1].set(0.0) for k, v in blk["bn_expand"].items()}  # rest index 1 = position 2
+    bn = {k: v.at[2].set(0.0) for k, v in blk["bn_expand"].items()}  # rest index 2 = position 3
     p["s1_rest"] = {"block": dict(blk, bn_expand=bn)}
     l_drop = _loss(ev, a_drop)
     assert l_drop != _loss(ev, a)
@@ -197,31 +200,54 @@ def _quadrant_dataset(n, res, seed):
     return x, y
 
 
-def test_save_load_evaluate_finetune_from_genomes(tmp_path):
-    """save_supernet records the family; load_supernet builds the ResNet model; evaluator_for /
-    finetune_subnet take rows of sp.architecture(genomes); fine-tuning lowers the loss."""
-    from cimnas_jax.nets.train import finetune_subnet
-
+def _saved_tiny(tmp_path):
     cfg = ResNetConfig(width_mult=0.125, resolution=8, in_channels=1, num_classes=4, stem_stride=2)
     save_supernet(tmp_path, _unit_residuals(init_params(cfg, 1)), cfg, {"command": "test"})
+    x, y = _quadrant_dataset(512, 8, 0)
+    return Dataset("quadrants", x[:384], y[:384], x[384:448], y[384:448], x[448:], y[448:], 4)
+
+
+def test_save_load_evaluate_from_genomes(tmp_path):
+    """save_supernet records the family; load_supernet builds the ResNet model; evaluator_for
+    measures rows of sp.architecture(genomes) with one compile."""
+    ds = _saved_tiny(tmp_path)
     man = json.loads((tmp_path / MANIFEST_FILE).read_text())
     assert man["family"] == "resnet" and man["config"]["width_mult"] == 0.125
-    model, params, cfg2, _ = load_supernet(tmp_path)
-    assert isinstance(model, ResNetSupernet) and cfg2 == cfg and family_of(model).name == "resnet"
-    x, y = _quadrant_dataset(512, 8, 0)
-    ds = Dataset("quadrants", x[:384], y[:384], x[384:448], y[384:448], x[448:], y[448:], 4)
+    model, params, cfg, _ = load_supernet(tmp_path)
+    assert isinstance(model, ResNetSupernet) and cfg.resolution == 8 and family_of(model).name == "resnet"
     ev = evaluator_for(model, params, ds, "test", 0, n_calib=128)
-    g = SP.sample(jax.random.PRNGKey(5), 2)
+    g = SP.sample(jax.random.PRNGKey(5), 3)
     archs = {k: np.asarray(v) for k, v in SP.architecture(g).items()}
-    before = [ev.accuracy(_row(archs, i)) for i in range(2)]
-    assert ev.n_traces == 1 and all(r["n_images"] == 64 for r in before)
-    tuned = finetune_subnet(model, params, ds, _row(archs, 0), steps=12, batch_size=64, lr=3e-3, log=None)
+    res = [ev.accuracy(_row(archs, i)) for i in range(3)]
+    assert ev.n_traces == 1 and all(r["n_images"] == 64 and np.isfinite(r["loss"]) for r in res)
+    assert len({round(r["loss"], 6) for r in res}) == 3
+
+
+@pytest.mark.skipif(os.environ.get("CIMNAS_SLOW_TESTS") != "1",
+                    reason="compiles the ResNet training step (~2-3.5 min on 2 busy cores); set CIMNAS_SLOW_TESTS=1")
+def test_finetune_subnet_from_genome(tmp_path):
+    """finetune_subnet takes a row of sp.architecture(genomes) and lowers that subnet's loss."""
+    from cimnas_jax.nets.train import finetune_subnet
+
+    ds = _saved_tiny(tmp_path)
+    model, params, _, _ = load_supernet(tmp_path)
+    ev = evaluator_for(model, params, ds, "test", 0, n_calib=128)
+    arch = _row(SP.architecture(SP.sample(jax.random.PRNGKey(5), 1)))
+    before = ev.accuracy(arch)
+    tuned = finetune_subnet(model, params, ds, arch, steps=12, batch_size=64, lr=3e-3, log=None)
     ev.params = tuned
-    after = ev.accuracy(_row(archs, 0))
-    assert after["loss"] < before[0]["loss"], (before[0], after)
+    after = ev.accuracy(arch)
+    assert after["loss"] < before["loss"], (before, after)
     assert ev.n_traces == 1
-    with pytest.raises(ValueError, match="lacks"):
-        finetune_subnet(model, params, ds, {"depths": archs["depths"][0]}, steps=1, log=None)
+
+
+def test_finetune_rejects_bad_arch(tmp_path):
+    from cimnas_jax.nets.train import finetune_subnet
+
+    ds = _saved_tiny(tmp_path)
+    model, params, _, _ = load_supernet(tmp_path)
+    with pytest.raises(ValueError, match="lacks"):  # checked before anything is compiled
+        finetune_subnet(model, params, ds, {"depths": np.array([2, 2, 4, 2])}, steps=1, log=None)
 
 
 def test_manifest_family_dispatch(tmp_path):
@@ -237,6 +263,10 @@ def test_manifest_family_dispatch(tmp_path):
 
 
 SHIPPED = (supernet_dir_for(SP) / MANIFEST_FILE).exists()
+# Full test set (10 000 images, BN on 2 048) in the asset's MANIFEST.json: largest 8 bit 0.9036,
+# smallest 4 bit 0.8854; random designs 0.881-0.901 on 5 000 validation images. 500 images here
+# (binomial standard error ~1.4 points), so the bounds leave ~2 standard errors.
+SHIPPED_BIG_MIN, SHIPPED_SMALL_MIN = 0.875, 0.85
 
 
 @pytest.mark.skipif(not SHIPPED, reason="shipped cimnas_jax/assets/supernet_resnet_fmnist absent")
@@ -252,7 +282,6 @@ def test_shipped_resnet_supernet_accuracy():
                         calib_chunk=128, eval_chunk=250)
     big = e.accuracy(ra.largest_arch(8))["accuracy"]
     small = e.accuracy(ra.smallest_arch(4))["accuracy"]
-    # SHIPPED_BOUNDS: thresholds from the full-test figures in the asset's MANIFEST.json
     assert big >= SHIPPED_BIG_MIN, big
     assert small <= big + 0.01 and small >= SHIPPED_SMALL_MIN, (small, big)
     g = SP.sample(jax.random.PRNGKey(0), 2)
@@ -260,5 +289,3 @@ def test_shipped_resnet_supernet_accuracy():
     assert all(a >= SHIPPED_SMALL_MIN for a in accs), accs
     assert e.n_traces == 1
 
-
-SHIPPED_BIG_MIN, SHIPPED_SMALL_MIN = 0.85, 0.80  # set from the trained checkpoint (see its MANIFEST)

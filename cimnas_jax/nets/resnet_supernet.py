@@ -43,7 +43,7 @@ ACT_CLIP_INIT = 4.0
 
 def conv(x, w, stride: int):
     """Dense k x k conv, 'same' padding k//2 (torchvision's): x [B,H,W,C], w [k,k,C,M].
-    ``lax.conv`` (XLA:CPU's convolution is 3-13x faster than shifted einsums here, measured);
+    ``lax.conv`` (XLA:CPU's convolution is 4-13x faster than shifted einsums here, measured);
     the training step runs its subnets as an unrolled loop, not ``vmap``, so the weights are
     never batched (a batched-weight conv becomes a slow grouped conv)."""
     p = w.shape[0] // 2
