@@ -24,14 +24,14 @@ import numpy as np  # noqa: E402
 
 from cimnas_jax.data import load_dataset  # noqa: E402
 from cimnas_jax.fileio import atomic_write_json  # noqa: E402
-from cimnas_jax.nets.arch import check_arch, largest_arch, smallest_arch  # noqa: E402
 from cimnas_jax.nets.evaluate import evaluator_for  # noqa: E402
-from cimnas_jax.nets.io import DEFAULT_SUPERNET_DIR, enable_compile_cache, load_supernet, save_supernet, val_split_size  # noqa: E402
+from cimnas_jax.nets.family import family_of  # noqa: E402
+from cimnas_jax.nets.io import enable_compile_cache, load_supernet, save_supernet, supernet_dir_for, val_split_size  # noqa: E402
 from cimnas_jax.nets.train import finetune_subnet  # noqa: E402
 
 F = flags.FLAGS
 flags.DEFINE_string("jax_cache_dir", "/tmp/cimnas_jax_cache", "persistent compilation cache ('' = off)")
-flags.DEFINE_string("supernet_dir", str(DEFAULT_SUPERNET_DIR), "folder with params.msgpack + MANIFEST.json")
+flags.DEFINE_string("supernet_dir", "", "folder with params.msgpack + MANIFEST.json ('' = --space's shipped supernet)")
 flags.DEFINE_string("dataset", "fashion_mnist", "fashion_mnist | npz | folder")
 flags.DEFINE_string("data_dir", None, "IDX folder, .npz file or image folder")
 flags.DEFINE_string("space", "mbv2_rram", "search space of --seed/--index")
@@ -52,21 +52,29 @@ def main(argv):
     enable_compile_cache(F.jax_cache_dir)
     out = Path(F.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model, params, cfg, sn_manifest = load_supernet(F.supernet_dir)
+    from cimnas_jax.space import get_space
+
+    try:
+        sp = get_space(F.space)
+        sn_dir = F.supernet_dir or supernet_dir_for(sp)
+    except (KeyError, ValueError) as e:
+        raise app.UsageError(f"--space / --supernet_dir: {e}")
+    model, params, cfg, sn_manifest = load_supernet(sn_dir)
+    fam = family_of(model)
+    if fam.space != sp.name:
+        raise app.UsageError(f"--supernet_dir={sn_dir} is a '{fam.name}' supernet for space {fam.space}, "
+                             f"not for --space={sp.name}")
     ds = load_dataset(F.dataset, F.data_dir, val_split_size(sn_manifest), cfg.resolution)
     genome_hash = None
     if F.subnet == "largest":
-        arch = largest_arch(8)
+        arch = fam.largest_arch(8)
     elif F.subnet == "smallest":
-        arch = smallest_arch(4)
+        arch = fam.smallest_arch(4)
     else:
-        from cimnas_jax.space import get_space
-
-        sp = get_space(F.space)
         g = sp.sample(jax.random.PRNGKey(F.seed), F.index + 1)[F.index:F.index + 1]
         arch = {k: np.asarray(v)[0] for k, v in sp.architecture(g).items()}
         genome_hash = sp.hash_hex(g)[0]
-    arch = check_arch(arch)
+    arch = fam.check_arch(arch)
 
     ev = evaluator_for(model, params, ds, "test", F.n_test, F.n_calib)
     before = ev.accuracy(arch)
@@ -88,7 +96,7 @@ def main(argv):
                   lr=F.lr, train_seconds=round(train_s, 1), test_accuracy_before=before["accuracy"],
                   test_accuracy_after=after["accuracy"], n_test=after["n_images"], n_calib=ev.n_calib)
     atomic_write_json(out / "result.json", result, indent=2)
-    save_supernet(out / "params", tuned, cfg, dict(finetuned_from=F.supernet_dir, **{
+    save_supernet(out / "params", tuned, cfg, dict(finetuned_from=str(sn_dir), **{
         k: v for k, v in result.items() if k != "arch"}))
     print(json.dumps({k: v for k, v in result.items() if k != "arch"}))
 

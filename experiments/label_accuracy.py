@@ -7,6 +7,10 @@ loses at most the chunk in flight) plus manifest.json.  Rerunning skips designs 
 canonical hash is already labelled; no duplicates.
 
   nice python experiments/label_accuracy.py --n=200 --out_dir=/tmp/acc_labels
+  nice python experiments/label_accuracy.py --space=resnet50_sram7nm --n=200 --out_dir=/tmp/rn_labels
+
+--supernet_dir defaults to the space's own shipped supernet (``sp.supernet``); a supernet of
+another family than the space's is refused.
 """
 
 from __future__ import annotations
@@ -29,13 +33,16 @@ import numpy as np  # noqa: E402
 from cimnas_jax.data import load_dataset  # noqa: E402
 from cimnas_jax.nets.evaluate import evaluator_for  # noqa: E402
 from cimnas_jax.fileio import atomic_write  # noqa: E402
-from cimnas_jax.nets.io import DEFAULT_SUPERNET_DIR, PARAMS_FILE, enable_compile_cache, load_supernet, val_split_size  # noqa: E402
+from cimnas_jax.nets.family import family_of  # noqa: E402
+from cimnas_jax.nets.io import PARAMS_FILE, enable_compile_cache, load_supernet, supernet_dir_for, val_split_size  # noqa: E402
 from cimnas_jax.space import get_space  # noqa: E402
 
 F = flags.FLAGS
 flags.DEFINE_string("jax_cache_dir", "/tmp/cimnas_jax_cache", "persistent compilation cache ('' = off)")
 flags.DEFINE_string("space", "mbv2_rram", "search space (needs an architecture decoder)")
-flags.DEFINE_string("supernet_dir", str(DEFAULT_SUPERNET_DIR), "folder with params.msgpack + MANIFEST.json")
+flags.DEFINE_string("supernet_dir", "", "folder with params.msgpack + MANIFEST.json ('' = the space's shipped "
+                    "supernet: cimnas_jax/assets/supernet_fmnist for mbv2_rram, supernet_resnet_fmnist for "
+                    "resnet50_sram7nm)")
 flags.DEFINE_string("dataset", "fashion_mnist", "fashion_mnist | npz | folder")
 flags.DEFINE_string("data_dir", None, "IDX folder, .npz file or image folder")
 flags.DEFINE_string("out_dir", "/tmp/cimnas_acc_labels", "dataset folder: part-*.jsonl + manifest.json")
@@ -72,8 +79,16 @@ def main(argv):
     enable_compile_cache(F.jax_cache_dir)
     out = Path(F.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model, params, cfg, sn_manifest = load_supernet(F.supernet_dir)
-    sn_sha = hashlib.sha256((Path(F.supernet_dir) / PARAMS_FILE).read_bytes()).hexdigest()[:16]
+    try:
+        sp = get_space(F.space)
+        sn_dir = Path(F.supernet_dir) if F.supernet_dir else supernet_dir_for(sp)
+    except (KeyError, ValueError) as e:
+        raise app.UsageError(f"--space / --supernet_dir: {e}")
+    model, params, cfg, sn_manifest = load_supernet(sn_dir)
+    if family_of(model).space != sp.name:
+        raise app.UsageError(f"--supernet_dir={sn_dir} is a '{family_of(model).name}' supernet for space "
+                             f"{family_of(model).space}, not for --space={sp.name}")
+    sn_sha = hashlib.sha256((sn_dir / PARAMS_FILE).read_bytes()).hexdigest()[:16]
     ds = load_dataset(F.dataset, F.data_dir, val_split_size(sn_manifest), cfg.resolution)
     settings = dict(space=F.space, supernet_sha256=sn_sha, supernet_config=cfg.to_dict(),
                     dataset=ds.name, split=F.split, n_images=F.n_images or len(ds.split(F.split)[0]),
@@ -86,7 +101,6 @@ def main(argv):
                              f"vs now\n{settings}\nuse another --out_dir")
     done = {r["hash"] for r in read_labels(out)}
 
-    sp = get_space(F.space)
     sample = sp.sample if F.sampler == "uniform" else sp.sample_mixed
     genomes = np.asarray(sample(jax.random.PRNGKey(F.seed), F.n))
     hashes = sp.hash_hex(genomes)

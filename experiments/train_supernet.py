@@ -1,4 +1,5 @@
-"""Train the quantization-aware elastic MobileNetV2 supernet (resumable).
+"""Train a quantization-aware elastic supernet (resumable): --family=mbv2 (MobileNetV2, the
+mbv2_rram space; default) or --family=resnet (ResNet50-style, the resnet50_sram7nm space).
 
 Phase 1 (--full_epochs): only the largest subnet at 8 bit.  Phase 2 (--epochs): sandwich rule
 per step -- largest @ 8 bit (teacher), smallest @ 4 bit, 2 random subnets with random
@@ -8,6 +9,9 @@ rerunning the same command continues where it stopped (same batches, same subnet
 
   nice python experiments/train_supernet.py --out_dir=/tmp/supernet \
       --export_dir=cimnas_jax/assets/supernet_fmnist
+  # the shipped ResNet one: see cimnas_jax/assets/supernet_resnet_fmnist/MANIFEST.json
+  nice python experiments/train_supernet.py --family=resnet --width_mult=0.125 --resolution=28 \
+      --stem_stride=2 --time_budget_minutes=90 --out_dir=/tmp/rn --export_dir=/tmp/rn_export
 """
 
 from __future__ import annotations
@@ -29,11 +33,9 @@ import orbax.checkpoint as ocp  # noqa: E402
 
 from cimnas_jax.data import batches, load_dataset, preprocess  # noqa: E402
 from cimnas_jax.fileio import atomic_write_json  # noqa: E402
-from cimnas_jax.nets.arch import largest_arch, smallest_arch, to_device  # noqa: E402
-from cimnas_jax.nets.config import SupernetConfig  # noqa: E402
 from cimnas_jax.nets.evaluate import SubnetEvaluator  # noqa: E402
+from cimnas_jax.nets.family import FAMILIES, get_family  # noqa: E402
 from cimnas_jax.nets.io import enable_compile_cache, save_supernet  # noqa: E402
-from cimnas_jax.nets.supernet import Supernet, init_params  # noqa: E402
 from cimnas_jax.nets.train import (fixed_archs, init_state, lr_at, make_budget_optimizer,  # noqa: E402
                                    make_optimizer, make_train_step, sandwich_archs,
                                    set_learning_rate)
@@ -44,9 +46,13 @@ flags.DEFINE_string("dataset", "fashion_mnist", "fashion_mnist | npz | folder")
 flags.DEFINE_string("data_dir", None, "IDX folder (fashion_mnist), .npz file or image folder")
 flags.DEFINE_string("out_dir", "/tmp/cimnas_supernet", "checkpoints + log (resumable)")
 flags.DEFINE_string("export_dir", None, "if set, write params.msgpack + MANIFEST.json here at the end")
-flags.DEFINE_float("width_mult", 0.35, "channel width multiplier (1.0 = full MobileNetV2)")
+flags.DEFINE_enum("family", "mbv2", list(FAMILIES), "network family: mbv2 (MobileNetV2, mbv2_rram genes) "
+                  "or resnet (ResNet50-style bottlenecks, resnet50_sram7nm genes)")
+flags.DEFINE_float("width_mult", None, "channel width multiplier (1.0 = full size; default 0.35 for mbv2, "
+                   "0.125 for resnet)")
 flags.DEFINE_integer("resolution", 32, "input resolution (Fashion-MNIST 28x28 is zero-padded)")
-flags.DEFINE_integer("stem_stride", 2, "first-conv stride (0 = auto: 2 if resolution >= 128 else 1)")
+flags.DEFINE_integer("stem_stride", 2, "first-conv stride (0 = auto: 2 if resolution >= 128 else 1; resnet "
+                     "at >= 128 px always uses the 7x7 s2 conv + max-pool)")
 flags.DEFINE_integer("batch_size", 128, "images per step (every subnet of a step sees the same batch)")
 flags.DEFINE_float("full_epochs", 1.0, "phase 1: epochs of largest-only training")
 flags.DEFINE_float("epochs", 2.0, "phase 2: epochs of sandwich training")
@@ -102,8 +108,9 @@ def main(argv):
     x_tr, y_tr = ds.x_train, ds.y_train
     if F.n_train:
         x_tr, y_tr = x_tr[:F.n_train], y_tr[:F.n_train]
-    cfg = SupernetConfig(width_mult=F.width_mult, resolution=F.resolution,
-                         in_channels=ds.image_shape[-1], num_classes=ds.num_classes,
+    fam = get_family(F.family)
+    cfg = fam.config_cls(width_mult=fam.default_width_mult if F.width_mult is None else F.width_mult,
+                         resolution=F.resolution, in_channels=ds.image_shape[-1], num_classes=ds.num_classes,
                          stem_stride=F.stem_stride or None)
     spe = len(x_tr) // F.batch_size
     budget_s = 60.0 * F.time_budget_minutes
@@ -117,9 +124,9 @@ def main(argv):
         total = n_full + n_sand
     if total <= 0:
         raise ValueError("--full_epochs + --epochs gives no training steps")
-    model = Supernet(cfg)
+    model = fam.model_cls(cfg)
     tx = make_budget_optimizer(F.lr, F.weight_decay) if budget_s else make_optimizer(total, F.lr, F.weight_decay)
-    state = init_state(init_params(cfg, F.seed), tx)
+    state = init_state(fam.init_params(cfg, F.seed), tx)
 
     mngr = ocp.CheckpointManager(str((out / "ckpt").resolve()),
                                  options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
@@ -127,6 +134,8 @@ def main(argv):
                     epochs=F.epochs, lr=F.lr, weight_decay=F.weight_decay, kd_weight=F.kd_weight,
                     n_random=F.n_random, seed=F.seed, n_train=len(x_tr), n_val=F.n_val, dataset=ds.name,
                     init_from=F.init_from)
+    if fam.name != "mbv2":  # mbv2 run records stay as they were (resumable)
+        run_info["family"] = fam.name
     if budget_s:
         run_info.update(time_budget_minutes=F.time_budget_minutes, full_time_frac=F.full_time_frac)
         del run_info["full_epochs"], run_info["epochs"]
@@ -161,7 +170,7 @@ def main(argv):
     def validate(params):
         ev.params = params  # same compiled function for every check
         return {name: ev.accuracy(a)["accuracy"] for name, a in
-                (("largest8", largest_arch(8)), ("smallest4", smallest_arch(4)))}
+                (("largest8", fam.largest_arch(8)), ("smallest4", fam.smallest_arch(4)))}
 
     def save(step):
         if mngr.latest_step() == step:
@@ -201,9 +210,9 @@ def main(argv):
                 state = set_learning_rate(state, lr_at(frac, F.lr))
             else:
                 full = s < n_full
-            archs = fixed_archs(largest_arch(8)) if full else sandwich_archs(F.seed, s, F.n_random)
+            archs = fixed_archs(fam.largest_arch(8)) if full else sandwich_archs(F.seed, s, F.n_random, fam)
             state, m = step_fn(state, jnp.asarray(preprocess(xb, F.resolution)), jnp.asarray(yb),
-                               to_device(archs))
+                               fam.to_device(archs))
             s += 1
             n_img_log += len(xb)
             n_sub_log += len(xb) * archs["depths"].shape[0]
@@ -258,9 +267,10 @@ def reference_report(model, params, ds, n_test, n_calib):
     """Test accuracy of the largest / smallest subnet at uniform 8, 6, 4 bits."""
     from cimnas_jax.nets.evaluate import evaluator_for
 
+    fam = get_family(getattr(model.cfg, "family", None))
     ev = evaluator_for(model, params, ds, "test", n_test, n_calib)
     rep = dict(split="test", n_images=min(n_test, len(ds.x_test)), n_calib=ev.n_calib)
-    for name, fn in (("largest", largest_arch), ("smallest", smallest_arch)):
+    for name, fn in (("largest", fam.largest_arch), ("smallest", fam.smallest_arch)):
         for b in (8, 6, 4):
             r = ev.accuracy(fn(b))
             rep[f"{name}_{b}bit"] = r["accuracy"]

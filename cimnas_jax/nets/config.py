@@ -44,6 +44,8 @@ class SupernetConfig:
     num_classes: int = 1000
     stem_stride: Optional[int] = None  # None: 2 if resolution >= 128 else 1
 
+    family = "mbv2"  # class attribute, not a field (cimnas_jax.nets.family)
+
     def __post_init__(self):
         if not 0.05 <= self.width_mult <= 4.0:
             raise ValueError(f"width_mult must be in [0.05, 4]; got {self.width_mult}")

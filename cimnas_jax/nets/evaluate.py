@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cimnas_jax.nets.arch import check_arch, index_arch, to_device
+from cimnas_jax.nets.family import family_of
 from cimnas_jax.nets.supernet import Supernet
 
 
@@ -66,13 +66,15 @@ def make_eval_fn(model: Supernet):
 
 
 class SubnetEvaluator:
-    """Accuracy of subnets of one supernet on fixed calibration / evaluation images.
+    """Accuracy of subnets of one supernet (any family: cimnas_jax.nets.family) on fixed
+    calibration / evaluation images.
 
     calib_x, eval_x: float32 NHWC (already preprocessed); eval_y: int labels."""
 
     def __init__(self, model: Supernet, params, calib_x: np.ndarray, eval_x: np.ndarray,
                  eval_y: np.ndarray, calib_chunk: int = 256, eval_chunk: int = 500):
         self.model, self.params = model, params
+        self.family = family_of(model)
         self.n_traces = 0
         cx, _ = chunk(np.asarray(calib_x, np.float32), min(calib_chunk, len(calib_x)))
         if len(calib_x) % cx.shape[1]:
@@ -90,19 +92,20 @@ class SubnetEvaluator:
         self._fn = jax.jit(traced)
 
     def accuracy(self, arch: Mapping) -> dict:
-        """One subnet (unbatched arch dict) -> {'accuracy', 'loss', 'n_images', 'seconds'}."""
-        check_arch(arch)
+        """One subnet (unbatched arch dict of the model's family) -> {'accuracy', 'loss',
+        'n_images', 'seconds'}.  ValueError naming the key if the dict is not a valid subnet."""
+        self.family.check_arch(arch)
         t = time.perf_counter()
-        nc, nll, n = self._fn(self.params, to_device(arch), self.calib_x, self.x, self.y, self.valid)
+        nc, nll, n = self._fn(self.params, self.family.to_device(arch), self.calib_x, self.x, self.y, self.valid)
         nc, nll, n = int(nc), float(nll), int(n)
         return dict(accuracy=nc / n, loss=nll / n, n_images=n, seconds=time.perf_counter() - t)
 
     def accuracies(self, archs: Mapping) -> list[dict]:
         """Batched arch dict ([P, ...] leaves, e.g. sp.architecture(genomes)) -> P results."""
-        a = check_arch(archs)
+        a = self.family.check_arch(archs)
         if a["depths"].ndim == 1:
             return [self.accuracy(a)]
-        return [self.accuracy(index_arch(a, i)) for i in range(a["depths"].shape[0])]
+        return [self.accuracy(self.family.index_arch(a, i)) for i in range(a["depths"].shape[0])]
 
 
 def accuracy_of_genomes(evaluator: SubnetEvaluator, space, genomes) -> list[dict]:

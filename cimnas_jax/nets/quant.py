@@ -42,3 +42,13 @@ def quantize_signed(x: jax.Array, bits, alpha: jax.Array) -> jax.Array:
     xc = jnp.clip(x, -alpha, alpha)
     s = alpha / levels
     return ste(xc, jnp.round(xc / s) * s)
+
+
+def quantize_unsigned_clip(x: jax.Array, bits, alpha: jax.Array) -> jax.Array:
+    """Unsigned activation quantization on [0, alpha], alpha learnable (PACT): for ReLU
+    outputs without a fixed range (the ResNet supernet). Gradient to alpha where x > alpha."""
+    alpha = jnp.abs(alpha) + 1e-3
+    levels = jnp.exp2(jnp.asarray(bits, jnp.float32)) - 1.0
+    xc = jnp.clip(x, 0.0, alpha)
+    s = alpha / levels
+    return ste(xc, jnp.round(xc / s) * s)

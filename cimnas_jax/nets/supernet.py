@@ -26,7 +26,7 @@ Layout NHWC, input float32 in [-1, 1].
 from __future__ import annotations
 
 import functools
-from typing import Mapping
+from typing import Callable, Mapping
 
 import flax.linen as nn
 import jax
@@ -138,10 +138,11 @@ class BatchNorm(nn.Module):
     """BN without running averages (see module docstring)."""
 
     features: int
+    scale_init: Callable = nn.initializers.ones  # zeros: a residual branch that starts as the identity
 
     @nn.compact
     def __call__(self, x, train: bool):
-        scale = self.param("scale", nn.initializers.ones, (self.features,))
+        scale = self.param("scale", self.scale_init, (self.features,))
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
         if train:
             mean = jnp.mean(x, axis=(0, 1, 2))

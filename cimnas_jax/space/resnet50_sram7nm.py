@@ -196,7 +196,7 @@ def build() -> Space:
         "resnet50_sram7nm", _genes(), technology="sram_7nm", active_fn=_active, workloads_fn=_workloads,
         hardware_fn=_hardware, architecture_fn=_architecture, layer_names=LAYER_NAMES,
         blocks=Blocks(BLOCK_DEPTH_GENE, tuple(int(x) for x in BLOCK_POS)),
-        reference=_reference, reference_doc=REFERENCE_DOC, supernet=None,
+        reference=_reference, reference_doc=REFERENCE_DOC, supernet="supernet_resnet_fmnist",
         description="OFA-ResNet50-style elastic depth/expand/width + per-layer 4/6/8-bit quantization + "
                     "SRAM CIM accelerator at 7 nm (1 bit per cell, ADC 4-8 bit, 16 ADCs per bank)",
         notes=dict(input_size=224, n_classes=N_CLASSES, stage_base_widths=STAGE_BASE_WIDTHS,
