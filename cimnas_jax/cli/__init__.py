@@ -14,6 +14,8 @@ COMMANDS = {
     "search": ("cimnas_jax.cli.search", "a search alone (GA, NSGA-II, random) with results.json/.csv and a plot"),
     "hw": ("cimnas_jax.hw.__main__", "evaluate CiMLoop-format layer records (analytic / cimloop backend)"),
     "space": ("cimnas_jax.space.__main__", "describe a search space, decode sampled designs"),
+    "paper": ("cimnas_jax.cli.paper", "the CIMNAS paper's experiments (mbv2_table, parameter_effects, top_designs, "
+              "priority, resnet50_sram7nm, pareto)"),
 }
 
 
