@@ -207,3 +207,17 @@ def test_cli_reruns_an_experiment_from_its_saved_sub_runs(out):
     assert all(s["cached"] for s in again["sub_runs"]) and len(again["sub_runs"]) == len(first["sub_runs"])
     assert again["results"]["variants"] == first["results"]["variants"]
     assert "paper.py" in " ".join(again["provenance"]["command"]) and "--tiny" in again["provenance"]["command"]
+
+
+def test_collect_copies_tables_and_small_figures(out, tmp_path):
+    from cimnas_jax.paper.collect import collect
+    if not (out / "mbv2_table" / "results.json").is_file():
+        pytest.skip("needs test_mbv2_table_tiny's output (run the module whole)")
+    (p,) = collect(out, tmp_path / "docs", ["mbv2_table"], max_bytes=10**9)
+    text = p.read_text()
+    assert "90.1–104.5" in text and "![edap_reduction.png](mbv2_table/edap_reduction.png)" in text
+    assert (tmp_path / "docs" / "mbv2_table" / "edap_reduction.png").stat().st_size > 10_000
+    (p,) = collect(out, tmp_path / "docs2", ["mbv2_table"], max_bytes=1)      # too large: named, not copied
+    assert "above the" in p.read_text() and not (tmp_path / "docs2" / "mbv2_table" / "designs.png").exists()
+    with pytest.raises(FileNotFoundError, match="--experiment=pareto"):
+        collect(tmp_path / "nothing", tmp_path / "d", ["pareto"])

@@ -27,6 +27,8 @@ def define_flags():
     flags.DEFINE_string("verify_hw", "", "hardware ground truth of the verification: '' = the experiment's default "
                         "(mbv2_table full: auto = real CiMLoop for the headline designs where installed; else the "
                         "analytic model), analytic, auto, cimloop")
+    flags.DEFINE_string("collect", "", "instead of running: copy the finished experiments' tables and figures "
+                        "(PNGs < 300 kB) from --out_dir into this docs folder, e.g. docs/results")
     flags.DEFINE_string("xla_cache_dir", os.path.join(os.path.expanduser("~"), ".cache", "cimnas_jax", "xla"),
                         "persistent XLA compilation cache (the many pipeline runs share compiled code); '' = off")
 
@@ -59,6 +61,14 @@ def main(argv):
         fail(f"--verify_hw={FLAGS.verify_hw!r}; allowed: '' (the experiment's default), analytic, auto, cimloop")
     if os.path.exists(FLAGS.out_dir) and not os.path.isdir(FLAGS.out_dir):
         fail(f"--out_dir={FLAGS.out_dir} is a file, not a folder")
+    if FLAGS.collect:
+        from cimnas_jax.paper.collect import collect
+        try:
+            for p in collect(FLAGS.out_dir, FLAGS.collect, names):
+                log(f"wrote {p}")
+        except FileNotFoundError as e:
+            fail(str(e))
+        return
     if FLAGS.verify_hw == "cimloop":
         from cimnas_jax.cimloop import cimloop_available
         ok, why = cimloop_available()

@@ -256,7 +256,8 @@ def figures(ctx, res, hw_truth) -> list[str]:
     ax.set_yscale("log")
     ax.set_xticks(range(len(names)), [n.replace("_", " ") for n in names])
     ax.set_ylabel("EDAP reduction vs the baseline design [×]")
-    ax.set_title(f"mbv2_rram: EDAP reduction per variant ({hw_truth}; bars median, whiskers seed range)", fontsize=9)
+    ax.set_title(f"mbv2_rram: EDAP reduction of each variant's best design\n(hardware: {hw_truth.split(';')[0]}; "
+                 f"bar = median, whiskers = range over {len(ctx.seeds)} seeds)", fontsize=9)
     ax.legend(fontsize=8, loc="upper right")
     ax.grid(alpha=0.3, axis="y")
     save(fig, ctx.path("edap_reduction.png"))

@@ -346,7 +346,7 @@ def figures(ctx, res, truth):
         fig.suptitle(f"mbv2_rram, one at a time around the CIMNAS baseline: {part} ({truth.split(';')[0]}; "
                      "coinciding lines overprint)", fontsize=9)
         fig.tight_layout(rect=(0, 0.09 if nrows < 3 else 0.05, 1, 0.96))
-        save(fig, ctx.path(fname))
+        save(fig, ctx.path(fname), tight=False)
         files.append(fname)
     # accuracy of the network sweeps
     sws = [sw for sw in res["sweeps"] if not sw["group"].startswith("hardware")]
@@ -379,7 +379,7 @@ def figures(ctx, res, truth):
     fig.suptitle("mbv2_rram: accuracy when one network/quantization kind moves (hardware never affects accuracy)",
                  fontsize=9)
     fig.tight_layout(rect=(0, 0.06, 1, 0.95))
-    save(fig, ctx.path("oat_accuracy.png"))
+    save(fig, ctx.path("oat_accuracy.png"), tight=False)
     files.append("oat_accuracy.png")
     # correlations
     cv = res["random"]["spearman_valid"]

@@ -155,7 +155,8 @@ def figures(ctx, res, truth):
     plain_log_ticks(ax, fontsize=8)
     ax.set_xticks(range(len(names)), names, fontsize=8)
     ax.set_ylabel("found design / baseline [×]  (median, whiskers: seed range)")
-    ax.set_title(f"mbv2_rram: priority objective, chosen design per coefficient setting ({truth})", fontsize=9)
+    ax.set_title(f"mbv2_rram: priority objective, the chosen design per coefficient setting\n(hardware: {truth})",
+                 fontsize=9)
     ax.legend(fontsize=8, ncol=3, loc="lower left")
     ax.grid(alpha=0.3, axis="y")
     acc = [res["settings"][n]["spread"]["predicted_accuracy"] for n in names]

@@ -20,6 +20,8 @@ SETTINGS = {
     "small": dict(population=128, generations=40, seeds=5, top_k=5, test_images=1000),
     "full": dict(population=256, generations=60, seeds=5, top_k=8, test_images=0),
 }
+COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
+MARKERS = ("o", "s", "^", "D", "v", "P", "h", "X")
 METRICS = ("energy_j", "latency_s", "area_mm2", "edap_j_s_mm2", "tops_per_w", "tops_per_mm2", "predicted_accuracy")
 
 
@@ -137,21 +139,21 @@ def _acc(d):
 def figures(ctx, res, truth):
     from cimnas_jax.report.plots import _plt, save
     plt = _plt()
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12.5, 5.0))
-    cmap = plt.get_cmap("tab10")
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12.5, 5.6))
     b = res["baseline"]
     areas = [d["area_mm2"] for e in res["objectives"].values() for d in e["seeds"] if d.get("area_mm2")]
     amax = max(areas + [b["area_mm2"]])
     for i, (o, e) in enumerate(res["objectives"].items()):
         pts = [d for d in e["seeds"] if d.get("energy_j")]
-        ax1.scatter([d["energy_j"] for d in pts], [d["latency_s"] for d in pts],
-                    s=[20 + 200 * d["area_mm2"] / amax for d in pts], color=cmap(i), alpha=0.75, label=e["label"])
-        ax2.scatter([d["edap_j_s_mm2"] for d in pts], [100 * d["predicted_accuracy"] for d in pts], s=30, color=cmap(i),
-                    alpha=0.8, label=e["label"])
+        c, mk = COLORS[i % len(COLORS)], MARKERS[i % len(MARKERS)]
+        ax1.scatter([d["energy_j"] for d in pts], [d["latency_s"] for d in pts], marker=mk,
+                    s=[20 + 200 * d["area_mm2"] / amax for d in pts], color=c, alpha=0.7, label=e["label"])
+        ax2.scatter([d["edap_j_s_mm2"] for d in pts], [100 * d["predicted_accuracy"] for d in pts], marker=mk, s=36,
+                    color=c, alpha=0.75)
     ax1.scatter([b["energy_j"]], [b["latency_s"]], marker="*", s=300, color="tab:red", edgecolor="k", zorder=4,
                 label="CIMNAS baseline design")
     ax2.scatter([b["edap_j_s_mm2"]], [100 * b["predicted_accuracy"]], marker="*", s=300, color="tab:red",
-                edgecolor="k", zorder=4, label="CIMNAS baseline design")
+                edgecolor="k", zorder=4)
     ax1.set_xscale("log")
     ax1.set_yscale("log")
     ax1.set_xlabel(f"energy per inference [J]  ({truth})")
@@ -163,6 +165,10 @@ def figures(ctx, res, truth):
     ax2.set_title("EDAP against accuracy of the same designs", fontsize=9)
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
-    ax2.legend(fontsize=7, loc="best")
-    save(fig, ctx.path("tradeoffs.png"))
+    h, lab = ax1.get_legend_handles_labels()
+    fig.legend(h, lab, loc="lower center", ncol=4, fontsize=8, frameon=False, markerscale=0.8)
+    fig.suptitle("mbv2_rram: the best design of each objective (one marker per seed; identical designs overprint)",
+                 fontsize=9)
+    fig.tight_layout(rect=(0, 0.1, 1, 0.96))
+    save(fig, ctx.path("tradeoffs.png"), tight=False)
     return ["tradeoffs.png"]
