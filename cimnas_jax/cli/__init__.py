@@ -15,6 +15,8 @@ COMMANDS = {
     "label": ("cimnas_jax.cli.label", "label designs with a hardware backend (analytic / cimloop) into a dataset folder"),
     "hw": ("cimnas_jax.hw.__main__", "evaluate CiMLoop-format layer records (analytic / cimloop backend)"),
     "space": ("cimnas_jax.space.__main__", "describe a search space, decode sampled designs"),
+    "paper": ("cimnas_jax.cli.paper", "the CIMNAS paper's experiments (mbv2_table, parameter_effects, top_designs, "
+              "priority, resnet50_sram7nm, pareto)"),
 }
 
 

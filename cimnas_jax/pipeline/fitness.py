@@ -68,3 +68,28 @@ def fitness_for(cfg, space, surrogate=None):
     surrogate = surrogate if surrogate is not None else load_surrogate_for(cfg, space)
     return make_fitness(space, cfg.hw_source, cfg.accuracy_source, surrogate,
                         technology=cfg.technology or None)
+
+
+def padded_batch_size(n: int, minimum: int = 8) -> int:
+    """The batch size ``n`` designs are evaluated at: the next power of two >= max(n, minimum), so
+    a few compiled shapes serve every finalist count instead of one compilation per count."""
+    size = minimum
+    while size < n:
+        size *= 2
+    return size
+
+
+def evaluate_padded(fn: Callable, genomes):
+    """``jax.jit(fn)`` on ``genomes`` int32 [n, G] padded (with copies of the last row) to
+    ``padded_batch_size(n)`` rows; returns the host pytree sliced back to n rows."""
+    import jax
+    import numpy as np
+    g = np.asarray(genomes, np.int32)
+    n = len(g)
+    if n == 0:
+        raise ValueError("evaluate_padded: no genomes")
+    pad = padded_batch_size(n) - n
+    if pad:
+        g = np.concatenate([g, np.repeat(g[-1:], pad, 0)])
+    out = jax.device_get(jax.jit(fn)(jnp.asarray(g)))
+    return jax.tree_util.tree_map(lambda a: np.asarray(a)[:n] if np.ndim(a) and np.shape(a)[0] == n + pad else a, out)

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cimnas_jax.pipeline.fitness import evaluate_padded
 from cimnas_jax.pipeline.results import Candidate, Finalists, SearchResult
 
 FINALIST_RULES = ("distinct_hardware", "distinct_designs")
@@ -121,12 +122,11 @@ def finalists_from_search(cfg, space, search, state, fitness, objective) -> Fina
     mask = np.asarray(d.mask)
     genomes = np.asarray(d.genomes)[mask]
     F, v = np.asarray(d.objectives)[mask], np.asarray(d.violation)[mask]     # as the search scored them
-    m = jax.device_get(jax.jit(fitness)(jnp.asarray(genomes))) if len(genomes) else None
+    m = evaluate_padded(fitness, genomes) if len(genomes) else None
     rule = cfg.finalist_rule
     idx = finalist_indices(space, genomes, v, F, cfg.finalists, m, rule)
     base = space.reference_genome()
-    bm = jax.device_get(jax.jit(fitness)(jnp.asarray(base[None])))
-    bF, bv = (np.asarray(x) for x in jax.device_get(objective(bm)))
+    bF, bv = evaluate_padded(lambda g: objective(fitness(g)), base[None])
     cands = [Candidate(name="baseline", genome=[int(x) for x in base], hash=space.hash_hex(base[None])[0],
                        origin="reference", search_objective=[float(x) for x in bF[0]],
                        search_violation=float(bv[0]), provenance={"doc": space.reference_doc})]

@@ -12,12 +12,14 @@ fine-tuned; ``edap_reduction_vs_baseline_x``.
 """
 from __future__ import annotations
 
+import functools
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cimnas_jax.pipeline.fitness import evaluate_padded
 from cimnas_jax.pipeline.results import Verification
 from cimnas_jax.stats import wilson_interval
 
@@ -25,14 +27,21 @@ VERIFY_HW = ("auto", "analytic", "cimloop")
 METRICS = ("energy_j", "latency_s", "area_mm2")
 
 
-def hardware_truth(space, genomes, technology: str | None = None) -> list[dict]:
-    """Analytic-model metrics with units for each genome (the embedded ground truth)."""
+@functools.lru_cache(maxsize=16)
+def _truth_fn(space, technology: str):
+    """The analytic model and the MAC count as one function of the genomes, evaluated jitted at padded
+    batch sizes (op by op it would compile each of a few hundred small ops separately)."""
     from cimnas_jax.hw import evaluate_designs, load_technology
     from cimnas_jax.workload import total_macs
+    tech = load_technology(technology)
+    return lambda g: (evaluate_designs(space, g, tech), total_macs(space.workloads(g)))
 
-    g = jnp.asarray(genomes, jnp.int32)
-    r = evaluate_designs(space, g, load_technology(technology or space.technology))
-    macs = np.asarray(total_macs(space.workloads(g)), np.float64)
+
+def hardware_truth(space, genomes, technology: str | None = None) -> list[dict]:
+    """Analytic-model metrics with units for each genome (the embedded ground truth)."""
+    g = np.asarray(genomes, np.int32)
+    r, macs = evaluate_padded(_truth_fn(space, technology or space.technology), g)
+    macs = np.asarray(macs, np.float64)
     e, l, a = (np.asarray(x, np.float64) for x in (r.energy_j, r.latency_s, r.area_mm2))
     valid = np.asarray(r.valid) & (e > 0) & (l > 0) & (a > 0)
     out = []
@@ -170,7 +179,7 @@ def verify(cfg, ctx, space, finalists, fitness, backend=None) -> Verification:
     truth_name = TRUTH_NAMES.get(source, source)
     tech = cfg.technology or space.technology
     ctx.log(f"  hardware of {len(cands)} designs by {truth_name} (technology {tech}): {why}")
-    pred = jax.device_get(jax.jit(fitness)(jnp.asarray(genomes)))
+    pred = evaluate_padded(fitness, genomes)
     extra = {}
     if source == "analytic" and backend is None:
         truth = hardware_truth(space, genomes, cfg.technology or None)

@@ -12,11 +12,13 @@ def _plt():
     return plt
 
 
-def save(fig, path) -> Path:
-    """tight_layout + atomic write (tmp file + rename) + close."""
+def save(fig, path, tight: bool = True) -> Path:
+    """tight_layout (unless the caller laid the figure out itself: ``tight=False``) + atomic write
+    (tmp file + rename) + close."""
     plt = _plt()
     path = Path(path)
-    fig.tight_layout()
+    if tight:
+        fig.tight_layout()
     tmp = path.with_name(f".{path.stem}.tmp.{os.getpid()}.png")
     fig.savefig(tmp, dpi=120)
     os.replace(tmp, path)

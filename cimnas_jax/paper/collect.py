@@ -1,0 +1,44 @@
+"""Copy finished experiments' tables and figures into the documentation (docs/results/).
+
+    cimnas-jax paper --experiment=all --out_dir=runs/paper --collect=docs/results
+
+For each experiment found in out_dir: ``<docs>/<experiment>.md`` (its table.md with its figures
+embedded) and the figures under ``<docs>/<experiment>/`` -- only those below ``max_bytes`` (the repo
+keeps small files; a larger figure is named, with its size, instead of copied).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from cimnas_jax.fileio import atomic_write
+
+MAX_BYTES = 300_000
+
+
+def collect(out_dir, docs_dir, names, max_bytes: int = MAX_BYTES) -> list[Path]:
+    """Returns the Markdown files written; raises FileNotFoundError naming an experiment not run."""
+    out, docs = Path(out_dir), Path(docs_dir)
+    written = []
+    for name in names:
+        src = out / name
+        if not (src / "results.json").is_file():
+            raise FileNotFoundError(f"{src}/results.json is missing: run --experiment={name} into {out} first")
+        res = json.loads((src / "results.json").read_text())
+        dst = docs / name
+        dst.mkdir(parents=True, exist_ok=True)
+        lines = [(src / "table.md").read_text().rstrip(), "", "## Figures", ""]
+        for f in res.get("figures", []):
+            size = (src / f).stat().st_size
+            if size <= max_bytes:
+                shutil.copyfile(src / f, dst / f)
+                lines += [f"![{f}]({name}/{f})", ""]
+            else:
+                lines += [f"- {f}: {size / 1e3:.0f} kB, above the {max_bytes / 1e3:.0f} kB kept in the repo; in "
+                          f"{src}/{f} of the run", ""]
+        lines += [f"Source: `{src}` ({res['scale']} settings, {res['wall_seconds']:.0f} s wall).", ""]
+        p = docs / f"{name}.md"
+        atomic_write(p, "\n".join(lines))
+        written.append(p)
+    return written

@@ -1,0 +1,159 @@
+"""resnet50_sram7nm: the ResNet50 search on 7 nm SRAM (CIMNAS Fig. 5) against the space's stated
+ResNet50 baseline design, beside CIMNAS's "up to 819.5×" EDAP reduction.
+
+Two searches per seed (``pipeline.run``): the joint search (network + quantization + hardware) and a
+hardware-only one (the baseline ResNet50 at 8 bits fixed), GA, CIMNAS's constraints. Accuracy: the
+space's accuracy surrogate and supernet where they exist; until then the search runs with
+accuracy_source=constant (the objective becomes EDAP alone) and accuracy is not measured — the table
+says which.
+"""
+from __future__ import annotations
+
+from cimnas_jax.paper import common as C
+from cimnas_jax.report.tables import fmt, markdown_table
+
+PUBLISHED_X = 819.5
+SETTINGS = {
+    "tiny": dict(population=16, generations=3, seeds=2, test_images=None),
+    "small": dict(population=128, generations=40, seeds=5, test_images=1000),
+    "full": dict(population=256, generations=60, seeds=5, test_images=0),
+}
+VARIANTS = (("joint", "", "joint search: network + quantization + hardware"),
+            ("hw_only", "software,quantization", "hardware only, baseline ResNet50 (8-bit) fixed"))
+METRICS = ("energy_j", "latency_s", "area_mm2", "edap_j_s_mm2", "tops_per_w", "tops_per_mm2")
+
+
+def accuracy_available(space) -> tuple[bool, str]:
+    """(True, '') when the space has an accuracy surrogate and a supernet, else (False, why)."""
+    from cimnas_jax.surrogate import load_surrogates
+    try:
+        sur = load_surrogates(space.name)
+        has = sur.has_accuracy
+    except Exception as e:  # noqa: BLE001 - no shipped set: say why
+        return False, f"no surrogate set for {space.name} ({type(e).__name__})"
+    if not has:
+        return False, f"the shipped surrogate set of {space.name} has no accuracy model"
+    if space.supernet is None:
+        return False, f"{space.name} has no supernet to measure accuracy with"
+    return True, ""
+
+
+def run(ctx):
+    from cimnas_jax.pipeline import RunConfig
+    from cimnas_jax.space import get_space
+    space = get_space("resnet50_sram7nm")
+    s = ctx.settings
+    has_acc, why = accuracy_available(space)
+    acc_src = "surrogate" if has_acc else "constant"
+    base = RunConfig(space=space.name, population=s["population"], generations=s["generations"],
+                     chunk=s["generations"], finalists=1, verify_hw="analytic", accuracy_source=acc_src,
+                     measure_accuracy=False, finetune_steps=0, stages="search,refine,verify")
+    out, base_row = {}, None
+    for name, freeze, label in VARIANTS:
+        best = []
+        for seed in ctx.seeds:
+            sub = C.run_pipeline(ctx, f"{name}_s{seed}", base.replace(seed=seed, freeze=freeze))
+            base_row = base_row or sub.row("baseline")
+            best.append(sub.best)
+        mi = C.median_index([b["edap_j_s_mm2"] if b else None for b in best])
+        e = dict(label=label, seeds=[dict({k: b[k] for k in METRICS}, seed=sd, genome=b["genome"],
+                                          predicted_accuracy=b.get("predicted_accuracy"),
+                                          edap_reduction_vs_baseline_x=b["edap_reduction_vs_baseline_x"]) if b
+                                     else dict(seed=sd, feasible=False) for sd, b in zip(ctx.seeds, best)])
+        e["spread"] = {k: C.spread([b[k] if b else None for b in best]) for k in METRICS + (
+            "edap_reduction_vs_baseline_x",)}
+        e["spread"]["tops_per_w_vs_baseline_x"] = C.spread([C.ratio(b["tops_per_w"], base_row["tops_per_w"]) if b
+                                                            else None for b in best])
+        e["spread"]["tops_per_mm2_vs_baseline_x"] = C.spread([C.ratio(b["tops_per_mm2"], base_row["tops_per_mm2"]) if b
+                                                              else None for b in best])
+        if mi is not None:
+            e["median_seed"] = ctx.seeds[mi]
+            e["median_design"] = dict(C.design_summary(space, best[mi]["genome"]), genome=best[mi]["genome"],
+                                      stats=C.network_stats(space, best[mi]["genome"]), macs=best[mi].get("macs"))
+        out[name] = e
+    acc_note = (f"accuracy not measured: {why}; the search ran with accuracy_source=constant, so its objective "
+                "was EDAP alone and the joint search may shrink the network without an accuracy penalty")
+    if has_acc and s["test_images"] is not None:
+        named = [("baseline", base_row["genome"], "reference")] + [
+            (n, e["median_design"]["genome"], "search") for n, e in out.items() if e.get("median_design")]
+        v = C.verify_set(ctx, "accuracy", base.replace(measure_accuracy=True, test_images=s["test_images"]), named)
+        acc_note = v.verification.accuracy_note
+        for r in v.verification.rows:
+            tgt = out[r["design"]]["median_design"] if r["design"] in out else None
+            if tgt is None:
+                base_row = dict(base_row, measured_accuracy=r.get("measured_accuracy"), accuracy_ci95=r.get("accuracy_ci95"))
+            else:
+                tgt.update(measured_accuracy=r.get("measured_accuracy"), accuracy_ci95=r.get("accuracy_ci95"),
+                           accuracy_vs_baseline=r.get("accuracy_vs_baseline"))
+    elif has_acc:
+        acc_note = "accuracy: surrogate during the search; not measured (--tiny)"
+    b = {k: base_row[k] for k in METRICS}
+    b.update(design=C.design_summary(space, base_row["genome"]), stats=C.network_stats(space, base_row["genome"]),
+             macs=base_row.get("macs"), measured_accuracy=base_row.get("measured_accuracy"),
+             accuracy_ci95=base_row.get("accuracy_ci95"), predicted_accuracy=base_row.get("predicted_accuracy"))
+    return dict(variants=out, baseline=b, baseline_doc=space.reference_doc, accuracy_source=acc_src,
+                accuracy_note=acc_note, published_edap_reduction_x=PUBLISHED_X,
+                hardware_ground_truth="analytic CIM model (calibrated to CiMLoop, 7 nm SRAM)")
+
+
+def table(ctx, res, truth):
+    b = res["baseline"]
+    s = ctx.settings
+    lines = ["## ResNet50 on 7 nm SRAM: searched designs against the ResNet50 baseline", "",
+             f"Hardware: {truth}. Baseline: {res['baseline_doc']}. GA population {s['population']} × "
+             f"{s['generations']} generations per variant and seed; accuracy source of the search: "
+             f"**{res['accuracy_source']}**. " + res["accuracy_note"] + ".", ""]
+    rows = [["ResNet50 baseline design", fmt(b["energy_j"]), fmt(b["latency_s"]), fmt(b["area_mm2"], ".1f"),
+             fmt(b["edap_j_s_mm2"]), fmt(b["tops_per_w"], ".3f"), fmt(b["tops_per_mm2"], ".4f"), "1", "1", "1",
+             f"{b['macs']:.3e}" if b.get("macs") else "n/a"]]
+    for n, e in res["variants"].items():
+        sp = e["spread"]
+        md = e.get("median_design") or {}
+        rows.append([e["label"], C.fmt_spread(sp["energy_j"]), C.fmt_spread(sp["latency_s"]),
+                     C.fmt_spread(sp["area_mm2"], ".1f"), C.fmt_spread(sp["edap_j_s_mm2"]),
+                     C.fmt_spread(sp["tops_per_w"], ".3f"), C.fmt_spread(sp["tops_per_mm2"], ".4f"),
+                     C.fmt_spread(sp["edap_reduction_vs_baseline_x"], ".1f"),
+                     C.fmt_spread(sp["tops_per_w_vs_baseline_x"], ".2f"), C.fmt_spread(sp["tops_per_mm2_vs_baseline_x"], ".2f"),
+                     f"{md['macs']:.3e}" if md.get("macs") else "n/a"])
+    rows.append(["CIMNAS (published, ResNet50 on 7 nm SRAM, its own baseline)", "", "", "", "", "", "",
+                 f"up to {res['published_edap_reduction_x']}", "", "", ""])
+    lines += markdown_table(["design", "energy [J]", "latency [s]", "area [mm²]", "EDAP [J·s·mm²]", "TOPS/W",
+                             "TOPS/mm²", "EDAP reduction [×]", "TOPS/W gain [×]", "TOPS/mm² gain [×]",
+                             "MACs (median seed)"], rows)
+    lines += ["", "Cells: median [min, max] over seeds.", "", "## Median-seed designs", ""]
+    des = [("baseline", b["design"], b["stats"])] + [(n, e["median_design"], e["median_design"]["stats"])
+                                                     for n, e in res["variants"].items() if e.get("median_design")]
+    hw = list(des[0][1]["hardware"])
+    lines += markdown_table(["design"] + hw, [[n] + [f"{d['hardware'][k]:g}" for k in hw] for n, d, _ in des])
+    lines.append("")
+    keys = [k for k in des[0][2]]
+    lines += markdown_table(["design"] + keys, [[n] + [(f"{st[k]:.3g}" if isinstance(st.get(k), float) else str(st.get(k, "")))
+                                                       for k in keys] for n, _, st in des])
+    return lines
+
+
+def figures(ctx, res, truth):
+    from cimnas_jax.report.plots import _plt, save
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.0, 4.8))
+    b = res["baseline"]
+    for n, mk in zip(res["variants"], ("o", "s")):
+        pts = [d for d in res["variants"][n]["seeds"] if d.get("edap_j_s_mm2")]
+        ax.scatter([d["energy_j"] for d in pts], [d["latency_s"] * d["area_mm2"] for d in pts], marker=mk, s=45,
+                   label=f"{res['variants'][n]['label']} ({len(pts)} seeds)")
+    ax.scatter([b["energy_j"]], [b["latency_s"] * b["area_mm2"]], marker="*", s=300, color="tab:red", edgecolor="k",
+               label="ResNet50 baseline design", zorder=4)
+    import numpy as np
+    e0 = b["edap_j_s_mm2"]
+    xs = np.logspace(np.log10(ax.get_xlim()[0]), np.log10(ax.get_xlim()[1]), 50)
+    for f, ls in ((1, "-"), (10, "--"), (100, ":"), (res["published_edap_reduction_x"], "-.")):
+        ax.plot(xs, e0 / f / xs, color="0.5", ls=ls, lw=0.9, label=f"EDAP = baseline / {f:g}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(f"energy per inference [J]  ({truth})")
+    ax.set_ylabel("latency × area [s·mm²]")
+    ax.set_title(f"resnet50_sram7nm: found designs per seed (accuracy source: {res['accuracy_source']})", fontsize=9)
+    ax.legend(fontsize=7, loc="best")
+    ax.grid(alpha=0.3)
+    save(fig, ctx.path("designs.png"))
+    return ["designs.png"]
