@@ -84,6 +84,12 @@ class SubRun:
 
 
 def _same(saved: dict, cfg_dict: dict) -> bool:
+    """Whether a saved sub-run's configuration is ``cfg_dict``; a RunConfig field the saved run
+    predates counts as its default value (as in ``pipeline.check``), so adding a flag does not
+    invalidate finished runs."""
+    from cimnas_jax.pipeline import RunConfig
+    default = RunConfig().to_dict()
+    saved = dict({k: v for k, v in default.items() if k in cfg_dict and k not in saved}, **saved)
     return json.loads(json.dumps(clean(saved))) == json.loads(json.dumps(clean(cfg_dict)))
 
 
