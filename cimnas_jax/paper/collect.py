@@ -9,12 +9,15 @@ keeps small files; a larger figure is named, with its size, instead of copied).
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
 from cimnas_jax.fileio import atomic_write
 
 MAX_BYTES = 300_000
+# an absolute path to a shipped asset (the run's checkout) reads as the repo-relative cimnas_jax/assets/...
+_ASSET_PATH = re.compile(r"(?<![\w.])/\S*?/(cimnas_jax/assets/)")
 
 
 def collect(out_dir, docs_dir, names, max_bytes: int = MAX_BYTES) -> list[Path]:
@@ -28,7 +31,7 @@ def collect(out_dir, docs_dir, names, max_bytes: int = MAX_BYTES) -> list[Path]:
         res = json.loads((src / "results.json").read_text())
         dst = docs / name
         dst.mkdir(parents=True, exist_ok=True)
-        lines = [(src / "table.md").read_text().rstrip(), "", "## Figures", ""]
+        lines = [_ASSET_PATH.sub(r"\1", (src / "table.md").read_text().rstrip()), "", "## Figures", ""]
         for f in res.get("figures", []):
             size = (src / f).stat().st_size
             if size <= max_bytes:
