@@ -61,6 +61,12 @@ def test_helpers():
     assert nondominated(F).tolist() == [True, True, False, True, False]   # (3,3) dominated; the copy too
     from cimnas_jax.paper.parameter_effects import _ranks
     assert _ranks(np.array([10, 20, 20, 5])).tolist() == [2.0, 3.5, 3.5, 1.0]
+    # a saved sub-run that predates a RunConfig field counts it at its default; a changed value does not match
+    from cimnas_jax.pipeline import RunConfig
+    cfg = RunConfig(population=8).to_dict()
+    old = {k: v for k, v in cfg.items() if k not in ("cimloop_executor", "dask_scheduler")}
+    assert C._same(old, cfg) and not C._same(old, dict(cfg, cimloop_executor="dask"))
+    assert not C._same(dict(old, population=16), cfg)
 
 
 def test_mbv2_table_tiny(out):
@@ -146,7 +152,17 @@ def test_resnet50_sram7nm_tiny(out):
     has, why = accuracy_available(get_space("resnet50_sram7nm"))
     assert res["accuracy_source"] == ("surrogate" if has else "constant")
     if not has:
-        assert why in res["accuracy_note"] and "not measured" in table
+        assert why in res["search_accuracy_note"] and why in table and "EDAP alone" in table
+    # no surrogate, yet the verify stage measures the baseline's and every seed's best design's accuracy
+    # with the shipped ResNet supernet (95 % Wilson intervals on the tiny setting's 100 test images)
+    b = res["baseline"]
+    assert 0.5 < b["measured_accuracy"] <= 1 and b["accuracy_ci95"][0] < b["measured_accuracy"] < b["accuracy_ci95"][1]
+    assert "supernet_resnet_fmnist" in res["accuracy_note"] and "100 Fashion-MNIST test images" in res["accuracy_note"]
+    for v in res["variants"].values():
+        accs = [d["measured_accuracy"] for d in v["seeds"] if d.get("genome")]
+        assert len(accs) == 2 and all(0 < a <= 1 for a in accs)
+        assert v["spread"]["measured_accuracy"]["n"] == 2 and sum(v["accuracy_vs_baseline_counts"].values()) == 2
+    assert f"{b['measured_accuracy']:.4f} [" in table
     assert res["published_edap_reduction_x"] == 819.5 and "819.5" in table
     ref = get_space("resnet50_sram7nm").reference_genome()
     hw = np.array([g.group.startswith("hardware") for g in get_space("resnet50_sram7nm").genes])
@@ -216,6 +232,10 @@ def test_collect_copies_tables_and_small_figures(out, tmp_path):
     (p,) = collect(out, tmp_path / "docs", ["mbv2_table"], max_bytes=10**9)
     text = p.read_text()
     assert "90.1–104.5" in text and "![edap_reduction.png](mbv2_table/edap_reduction.png)" in text
+    if (out / "resnet50_sram7nm" / "results.json").is_file():      # its table names the supernet it measured with
+        (p,) = collect(out, tmp_path / "docs3", ["resnet50_sram7nm"], max_bytes=10**9)
+        text = p.read_text()
+        assert "the supernet cimnas_jax/assets/supernet_resnet_fmnist (" in text and str(ROOT) not in text
     assert (tmp_path / "docs" / "mbv2_table" / "edap_reduction.png").stat().st_size > 10_000
     (p,) = collect(out, tmp_path / "docs2", ["mbv2_table"], max_bytes=1)      # too large: named, not copied
     assert "above the" in p.read_text() and not (tmp_path / "docs2" / "mbv2_table" / "designs.png").exists()
