@@ -219,6 +219,26 @@ def ratio(a, b):
     return float(a) / float(b)
 
 
+def layer_mean_tops(space, genomes) -> tuple[np.ndarray, np.ndarray]:
+    """CIMNAS's definition of TOPS/W and TOPS/mm^2: the mean over a design's active layers of the
+    per-layer values 2·MACs_l / energy_l [J] / 1e12 and 2·MACs_l / latency_l [s] / chip area [mm^2] / 1e12
+    (analytic CIM model), each ``float64 [P]`` for genomes ``int32 [P, G]``. The whole-network values
+    in the tables (2·ΣMACs / Σenergy, 2·ΣMACs / Σlatency / area) weigh layers by their cost instead."""
+    import jax.numpy as jnp
+    from cimnas_jax.hw import evaluate_designs
+    g = jnp.asarray(np.asarray(genomes, np.int32))
+    r = evaluate_designs(space, g)
+    macs = np.asarray(space.workloads(g).macs, np.float64)
+    e, lat = np.asarray(r.layer_energy_j, np.float64), np.asarray(r.layer_latency_s, np.float64)
+    area = np.asarray(r.area_mm2, np.float64)[:, None]
+    act = macs > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tw = np.where(act, 2 * macs / e / 1e12, 0.0)
+        tm = np.where(act, 2 * macs / lat / area / 1e12, 0.0)
+    n = act.sum(1)
+    return tw.sum(1) / n, tm.sum(1) / n
+
+
 def design_summary(space, genome) -> dict:
     """Hardware genes and a short network description of one genome (report.designs.decode)."""
     from cimnas_jax.report import designs as D
