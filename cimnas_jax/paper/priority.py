@@ -141,7 +141,7 @@ def figures(ctx, res, truth):
     names = list(res["settings"])
     keys = [("energy_j_vs_baseline_x", "energy"), ("latency_s_vs_baseline_x", "latency"), ("area_mm2_vs_baseline_x", "area"),
             ("edap_j_s_mm2_vs_baseline_x", "EDAP")]
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw=dict(width_ratios=[3, 1.3]))
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 5.6), gridspec_kw=dict(width_ratios=[3, 1.3]))
     w = 0.8 / len(keys)
     for j, (k, lab) in enumerate(keys):
         med = [res["settings"][n]["spread"][k]["median"] or np.nan for n in names]
@@ -157,18 +157,28 @@ def figures(ctx, res, truth):
     ax.set_ylabel("found design / baseline [×]  (median, whiskers: seed range)")
     ax.set_title(f"mbv2_rram: priority objective, the chosen design per coefficient setting\n(hardware: {truth})",
                  fontsize=9)
-    ax.legend(fontsize=8, ncol=3, loc="lower left")
+    ax.legend(fontsize=8, ncol=5, loc="upper center", bbox_to_anchor=(0.5, -0.08), frameon=False)
     ax.grid(alpha=0.3, axis="y")
     acc = [res["settings"][n]["spread"]["predicted_accuracy"] for n in names]
     ax2.errorbar(np.arange(len(names)), [100 * a["median"] if a["median"] else np.nan for a in acc],
                  yerr=[[100 * (a["median"] - a["min"]) if a["median"] else 0 for a in acc],
                        [100 * (a["max"] - a["median"]) if a["median"] else 0 for a in acc]], fmt="o", capsize=3,
                  label="found (surrogate)")
+    meas = [(i, res["settings"][n].get("median_design") or {}) for i, n in enumerate(names)]
+    meas = [(i, d) for i, d in meas if d.get("measured_accuracy") is not None and d.get("accuracy_ci95")]
+    if meas:
+        y = np.array([100 * d["measured_accuracy"] for _, d in meas])
+        ax2.errorbar([i + 0.15 for i, _ in meas], y, yerr=[y - [100 * d["accuracy_ci95"][0] for _, d in meas],
+                                                          [100 * d["accuracy_ci95"][1] for _, d in meas] - y],
+                     fmt="s", color="tab:green", capsize=3, label="found, median seed (measured, 95 % CI)")
     ax2.axhline(100 * res["baseline_predicted_accuracy"], color="tab:red", ls="--", lw=1.2, label="baseline (surrogate)")
+    ba = res.get("baseline_accuracy") or {}
+    if ba.get("measured_accuracy") is not None:
+        ax2.axhline(100 * ba["measured_accuracy"], color="tab:red", ls=":", lw=1.2, label="baseline (measured)")
     ax2.set_xticks(range(len(names)), names, fontsize=7, rotation=30, ha="right")
-    ax2.set_ylabel("accuracy [%] (surrogate, Fashion-MNIST)")
-    ax2.set_title("accuracy of the chosen designs", fontsize=9)
-    ax2.legend(fontsize=7, loc="lower right")
+    ax2.set_ylabel("accuracy [%] (Fashion-MNIST test)")
+    ax2.set_title("accuracy of the chosen designs (whiskers: seed range\nfor the surrogate, 95 % CI measured)", fontsize=9)
+    ax2.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
     ax2.grid(alpha=0.3)
     save(fig, ctx.path("priority.png"))
     return ["priority.png"]

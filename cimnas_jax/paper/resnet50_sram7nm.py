@@ -201,6 +201,8 @@ def figures(ctx, res, truth):
         ax.plot(xs, e0 / f / xs, color="0.5", ls=ls, lw=0.9, label=f"EDAP = baseline / {f:g}")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    from matplotlib.ticker import NullFormatter
+    ax.xaxis.set_minor_formatter(NullFormatter())       # labelled minor ticks overprint over > 1 decade
     ax.set_xlabel(f"energy per inference [J]  ({truth})")
     ax.set_ylabel("latency × area [s·mm²]")
     ax.set_title(f"resnet50_sram7nm: found designs per seed (accuracy during the search: {res['accuracy_source']})",
@@ -212,6 +214,8 @@ def figures(ctx, res, truth):
                      capsize=3, zorder=4)
         ax2.axhspan(100 * lo, 100 * hi, color="tab:red", alpha=0.12, lw=0)
         ax2.set_xscale("log")
+        from cimnas_jax.paper.plotting import plain_log_ticks
+        plain_log_ticks(ax2, "x", fontsize=9)
         ax2.set_xlabel("EDAP reduction vs the ResNet50 baseline design [×]")
         ax2.set_ylabel("measured accuracy [%] (Fashion-MNIST test, 95 % CI)")
         ax2.set_title("accuracy measured with the elastic ResNet supernet\n(band: the baseline's 95 % interval)",
