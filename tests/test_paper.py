@@ -60,6 +60,9 @@ def test_helpers():
     F = np.array([[1, 5], [2, 2], [3, 3], [5, 1], [1, 5]], float)
     assert nondominated(F).tolist() == [True, True, False, True, False]   # (3,3) dominated; the copy too
     from cimnas_jax.paper.parameter_effects import _ranks
+    sp = get_space("mbv2_rram")            # per-layer TOPS of the baseline: finite, positive, one value per design
+    tw, tm = C.layer_mean_tops(sp, np.stack([sp.reference_genome()] * 2))
+    assert tw.shape == tm.shape == (2,) and np.all(np.isfinite(tw)) and np.all(tw > 0) and tw[0] == tw[1]
     assert _ranks(np.array([10, 20, 20, 5])).tolist() == [2.0, 3.5, 3.5, 1.0]
     # a saved sub-run that predates a RunConfig field counts it at its default; a changed value does not match
     from cimnas_jax.pipeline import RunConfig
@@ -95,6 +98,13 @@ def test_mbv2_table_tiny(out):
     r = res["reductions"]["hw_only"]["edap_reduction_x"]
     assert [r["min"], r["max"]] == pytest.approx(want)
     assert "90.1–104.5" in table and "CIMNAS baseline design" in table and "hardware only" in table
+    # CIMNAS's TOPS definition (mean of per-layer values) beside ours (whole network): a layer's TOPS/W lies
+    # between the network's extremes, so the per-layer mean differs from the energy-weighted whole-network value
+    lm = res["reductions_layer_mean_tops"]
+    want = sorted(jj["tops_per_w_layer_mean"] / b["tops_per_w_layer_mean"] for jj in j)
+    assert lm["tops_per_w_x"]["n"] == 2 and [lm["tops_per_w_x"]["min"], lm["tops_per_w_x"]["max"]] == pytest.approx(want)
+    assert b["tops_per_w_layer_mean"] > 0 and b["tops_per_w_layer_mean"] != pytest.approx(b["tops_per_w"], rel=1e-3)
+    assert "mean of per-layer values" in table
 
 
 def test_parameter_effects_tiny(out):
