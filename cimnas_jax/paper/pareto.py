@@ -261,7 +261,7 @@ def figures(ctx, res, truth):
     files = []
     acc = res["sets"]["accuracy_edap"]
     e = next(x for x in acc["seeds"] if x["seed"] == acc["median_seed"])
-    fig, ax = plt.subplots(figsize=(7.4, 5.0))
+    fig, ax = plt.subplots(figsize=(7.4, 5.8))
     Fo = np.asarray(e["ours_F"]).reshape(-1, 2)
     o = np.argsort(Fo[:, 1])
     ax.step(Fo[o, 1], 100 * (1 - Fo[o, 0]), where="post", color="tab:blue", lw=1, alpha=0.6)
@@ -288,13 +288,13 @@ def figures(ctx, res, truth):
     ax.set_ylabel("accuracy [%] (surrogate, Fashion-MNIST)")
     ax.set_title("mbv2_rram: accuracy–EDAP fronts at equal evaluations", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3, frameon=False)
     save(fig, ctx.path("front_accuracy_edap.png"))
     files.append("front_accuracy_edap.png")
 
     ela = res["sets"]["energy,latency,area"]
     e = next(x for x in ela["seeds"] if x["seed"] == acc["median_seed"])
-    fig, ax = plt.subplots(figsize=(7.4, 5.0))
+    fig, ax = plt.subplots(figsize=(7.4, 5.8))
     Fo = np.asarray(e["ours_F"]).reshape(-1, 3)
     allA = [Fo[:, 2]] + ([np.asarray(e["pymoo_F"]).reshape(-1, 3)[:, 2]] if e.get("pymoo_F") else [])
     vmin, vmax = np.log10(min(a.min() for a in allA if len(a))), np.log10(max(a.max() for a in allA if len(a)))
@@ -314,9 +314,11 @@ def figures(ctx, res, truth):
     ax.set_yscale("log")
     ax.set_xlabel(f"energy per inference [J]  ({truth.split(';')[0]})")
     ax.set_ylabel("latency per inference [s]")
+    from matplotlib.ticker import NullFormatter
+    ax.xaxis.set_minor_formatter(NullFormatter())       # labelled minor ticks overprint over > 1 decade
     ax.set_title("mbv2_rram: energy–latency–area fronts (colour: area)", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
     save(fig, ctx.path("front_energy_latency_area.png"))
     files.append("front_energy_latency_area.png")
 
