@@ -56,6 +56,9 @@ def test_helpers():
     assert C.spread([None]) == dict(median=None, min=None, max=None, n=0)
     assert C.median_index([5.0, 1.0, None, 3.0]) == 3 and C.median_index([None]) is None
     assert C.fmt_spread(C.spread([1.0, 2.0, 4.0]), ".1f") == "2.0 [1.0, 4.0]"
+    assert C.reuse_note([dict(seconds=5.0, cached=False)]) == ""
+    assert C.reuse_note([dict(seconds=5.0, cached=False), dict(seconds=30.4, cached=True)]) == (
+        "; 1 of 2 sub-runs reused from an earlier run of the same configuration (they took 30 s when they ran)")
     from cimnas_jax.paper.pareto import nondominated
     F = np.array([[1, 5], [2, 2], [3, 3], [5, 1], [1, 5]], float)
     assert nondominated(F).tolist() == [True, True, False, True, False]   # (3,3) dominated; the copy too
@@ -231,6 +234,8 @@ def test_cli_reruns_an_experiment_from_its_saved_sub_runs(out):
     assert r.returncode == 0, r.stderr[-2000:]
     again = json.loads((out / "mbv2_table" / "results.json").read_text())
     assert all(s["cached"] for s in again["sub_runs"]) and len(again["sub_runs"]) == len(first["sub_runs"])
+    n = len(first["sub_runs"])
+    assert f"{n} of {n} sub-runs reused" in (out / "mbv2_table" / "table.md").read_text()
     assert again["results"]["variants"] == first["results"]["variants"]
     assert "paper.py" in " ".join(again["provenance"]["command"]) and "--tiny" in again["provenance"]["command"]
 

@@ -40,7 +40,9 @@ def collect(out_dir, docs_dir, names, max_bytes: int = MAX_BYTES) -> list[Path]:
             else:
                 lines += [f"- {f}: {size / 1e3:.0f} kB, above the {max_bytes / 1e3:.0f} kB kept in the repo; in "
                           f"{src}/{f} of the run", ""]
-        lines += [f"Source: `{src}` ({res['scale']} settings, {res['wall_seconds']:.0f} s wall).", ""]
+        from cimnas_jax.paper.common import reuse_note
+        lines += [f"Source: `{src}` ({res['scale']} settings, {res['wall_seconds']:.0f} s wall"
+                  f"{reuse_note(res.get('sub_runs', []))}).", ""]
         p = docs / f"{name}.md"
         atomic_write(p, "\n".join(lines))
         written.append(p)

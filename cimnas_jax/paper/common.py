@@ -269,11 +269,22 @@ def write_outputs(ctx: Context, results: dict, table: list[str], hw_truth: str, 
             f"- seeds: {', '.join(map(str, ctx.seeds))}; numbers are median [min, max] over seeds where a "
             "range is shown",
             f"- wall time {wall:.0f} s on {machine()['cpus']} CPUs, load average (1 min) {ctx.load_start[0]:.1f} at "
-            f"start, {load_end[0]:.1f} at end",
+            f"start, {load_end[0]:.1f} at end" + reuse_note(ctx.sub_runs),
             f"- commit {prov['git_commit'] or 'unknown'}; command `{' '.join(prov['command'][1:]) or '?'}`",
             f"- figures: {', '.join(figures) if figures else 'none'}; everything in results.json", ""]
     atomic_write(ctx.path("table.md"), "\n".join(head + list(table)) + "\n")
     return meta
+
+
+def reuse_note(sub_runs) -> str:
+    """'' when every sub-run ran now, else '; N of M sub-runs reused from an earlier run of the same
+    configuration (they took S s when they ran)' -- so a re-rendered table's wall time is not read as
+    the experiment's run time."""
+    done = [s for s in sub_runs if s.get("cached")]
+    if not done:
+        return ""
+    return (f"; {len(done)} of {len(sub_runs)} sub-runs reused from an earlier run of the same configuration "
+            f"(they took {sum(float(s.get('seconds') or 0) for s in done):.0f} s when they ran)")
 
 
 def network_stats(space, genome) -> dict:
