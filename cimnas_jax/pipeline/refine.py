@@ -95,17 +95,26 @@ def _with_frozen(space, fitness, soft, mask, values):
     """The exact and relaxed fitness with the frozen genes held at ``values``."""
     if mask is None:
         return fitness, soft
-    import jax
     import jax.numpy as jnp
     m, v = jnp.asarray(mask), jnp.asarray(values)
-    hot = jax.nn.one_hot(v, space.value_table.shape[1], dtype=jnp.float32)
 
     def exact(g):
         return fitness(jnp.where(m, v, g).astype(jnp.int32))
+    return exact, _frozen_soft(space, soft, tuple(bool(x) for x in mask), tuple(int(x) for x in values))
+
+
+@functools.lru_cache(maxsize=8)
+def _frozen_soft(space, soft, mask: tuple, values: tuple):
+    """``soft`` with the genes of ``mask`` given the one-hot of ``values`` (no gradient); one
+    object per setting, so that a rerun reuses the compiled gradient steps."""
+    import jax
+    import jax.numpy as jnp
+    m = jnp.asarray(np.asarray(mask, bool))
+    hot = jax.nn.one_hot(jnp.asarray(np.asarray(values, np.int32)), space.value_table.shape[1], dtype=jnp.float32)
 
     def relaxed(p):
         return soft(jnp.where(m[:, None], hot, p))
-    return exact, relaxed
+    return relaxed
 
 
 def _off(note: str) -> dict:

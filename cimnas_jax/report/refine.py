@@ -14,13 +14,15 @@ def section(summary: dict | None, search_model: str) -> list[str]:
         return lines + [f"Off: {summary.get('note', 'finalists unchanged')}.", ""]
     c = summary["config"]
     rate = summary.get("candidate_steps_per_second")
+    steady = (summary.get("relax_timing_s") or {}).get("steady_candidate_steps_per_s")
     rows = summary["per_finalist"]
     lines += [f"Gumbel-softmax refinement (cimnas_jax.relax; relaxed {summary['hw_source']} hardware, "
               f"{summary['accuracy_source']} accuracy) of {summary['starts']} finalist(s) as "
               f"{summary['candidates']} candidates: {summary['gradient_steps']} Adam steps, lr {c['lr']:g}, "
               f"tau {c['tau_start']:g} -> {c['tau_end']:g} ({c['tau_schedule']}), seed {summary['seed']}; "
               f"{summary['exact_evaluations']} exact evaluations, {summary['seconds']:.1f} s"
-              + (f" ({rate:.3g} candidate-steps/s, compilation included)" if rate else "") + ".",
+              + (f" ({rate:.3g} candidate-steps/s with compilation" if rate else "")
+              + (f", {steady:.3g} once compiled" if rate and steady else "") + (")" if rate else "") + ".",
               "",
               f"Objective {summary['objective']}, exact: the search's own fitness ({search_model}); a refined "
               "design replaces its start only if strictly better. **Improved: "
