@@ -9,7 +9,8 @@ stage's saved output (``RunConfig(stages="verify,report")``):
 
     search  (search.py)  the algorithm from the registry on the configured fitness -> SearchResult
                          and the Finalists (best distinct designs + the space's reference design)
-    refine  (refine.py)  gradient refinement of the finalists (off: a recorded copy)
+    refine  (refine.py)  gradient refinement of the finalists by cimnas_jax.relax, re-scored by the
+                         search's fitness (off: a recorded copy)
     verify  (verify.py)  hardware ground truth and measured accuracy per finalist -> Verification
     report  (cimnas_jax.report.run)  report.md, results.json, finalists.csv, plots
 """
@@ -142,26 +143,29 @@ def run(cfg: RunConfig, out_dir, resume: bool = False, log=print) -> dict:
         else:
             saved = load_stage(ctx.out_dir, "search")
             sres, finalists = SearchResult.from_dict(saved["result"]), Finalists.from_dict(saved["finalists"])
+        refinement = None
         if "refine" in stages:
             log(f"[2/{n}] refine: " + ("off" if cfg.refine_steps == 0 else f"{cfg.refine_steps} gradient steps"))
-            finalists, summary = refine_stage.refine(cfg, ctx, space, finalists, fitness, objective)
-            save_stage(ctx.out_dir, "refine", {"finalists": finalists.to_dict(), "summary": summary}, conf)
+            finalists, refinement = refine_stage.refine(cfg, ctx, space, finalists, fitness, objective)
+            save_stage(ctx.out_dir, "refine", {"finalists": finalists.to_dict(), "summary": refinement}, conf)
         elif has_stage(ctx.out_dir, "refine") and stages[0] != "search":
-            finalists = Finalists.from_dict(load_stage(ctx.out_dir, "refine")["finalists"])
+            saved = load_stage(ctx.out_dir, "refine")
+            finalists, refinement = Finalists.from_dict(saved["finalists"]), saved.get("summary")
+        ver = None
         if "verify" in stages:
             log(f"[3/{n}] verify: {len(finalists.candidates)} designs")
             ver = verify_stage.verify(cfg, ctx, space, finalists, fitness)
             save_stage(ctx.out_dir, "verify", {"verification": ver.to_dict(), "finalists": finalists.to_dict()},
                        conf)
-        else:
+        elif "report" in stages:
             saved = load_stage(ctx.out_dir, "verify")
             ver, finalists = Verification.from_dict(saved["verification"]), Finalists.from_dict(saved["finalists"])
-        report = None
+        report = None         # ver is None only when neither verify nor report runs (e.g. --stages=search)
         if "report" in stages:
             wall = time.perf_counter() - ctx.started
-            report = report_run.write(ctx.out_dir, space, cfg, sres, finalists, ver, prov, wall)
+            report = report_run.write(ctx.out_dir, space, cfg, sres, finalists, ver, prov, wall, refinement)
             log(f"[4/{n}] report: {report}  (total {wall:.0f} s)")
-    return {"search": sres, "finalists": finalists, "verification": ver, "report": report}
+    return {"search": sres, "finalists": finalists, "refinement": refinement, "verification": ver, "report": report}
 
 
 def _search_worker(cfg: RunConfig, out_dir, resume: bool) -> dict:

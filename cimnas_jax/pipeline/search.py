@@ -82,6 +82,8 @@ def finalist_indices(space, genomes, violation, objective, k: int, metrics=None,
     if rule not in FINALIST_RULES:
         raise ValueError(f"finalist rule {rule!r}; allowed {FINALIST_RULES}")
     pop = np.asarray(space.canonicalise(genomes))
+    if len(pop) == 0:                   # no final design at all (every one failed to evaluate)
+        return np.zeros(0, np.int64)
     obj = np.asarray(objective, np.float64).reshape(len(pop), -1)[:, 0]
     viol = np.asarray(violation, np.float64)
     ok = np.isfinite(viol) & (viol == 0) & np.isfinite(obj)

@@ -58,15 +58,16 @@ def soft_accuracy_surrogate(space, sset) -> SoftAccuracyFn:
     return acc
 
 
-def _tech(space):
+def _tech(space, technology: str | None = None):
     from cimnas_jax.hw import load_technology
     # loaded eagerly (outside any trace), as search.fitness.hardware_fitness does
-    return load_technology(space.technology)
+    return load_technology(technology or space.technology)
 
 
-def soft_hardware_fitness(space, soft_accuracy: SoftAccuracyFn) -> SoftFitness:
-    """Analytic hardware model + ``soft_accuracy`` on relaxed designs -> metrics ``[P]``."""
-    tech = _tech(space)
+def soft_hardware_fitness(space, soft_accuracy: SoftAccuracyFn, technology: str | None = None) -> SoftFitness:
+    """Analytic hardware model + ``soft_accuracy`` on relaxed designs -> metrics ``[P]``
+    (``technology``: a technology file name, None = the space's default, as make_fitness)."""
+    tech = _tech(space, technology)
 
     def fitness(probs):
         d = soft_decode(space, probs)
@@ -117,9 +118,10 @@ def soft_surrogate_fitness(space, sset, soft_accuracy: SoftAccuracyFn) -> SoftFi
 
 
 def make_soft_fitness(space, hw_source: str = "analytic", accuracy_source: str = "surrogate",
-                      surrogate=None, constant_accuracy: float = 1.0) -> SoftFitness:
+                      surrogate=None, constant_accuracy: float = 1.0, technology: str | None = None) -> SoftFitness:
     """The relaxed counterpart of ``pipeline.make_fitness`` with the same arguments
-    (``surrogate``: a loaded ``Surrogate`` or a ``SurrogateSet``)."""
+    (``surrogate``: a loaded ``Surrogate`` or a ``SurrogateSet``; ``technology``: the analytic
+    model's technology, None = the space's default)."""
     if hw_source not in HW_SOURCES:
         raise ValueError(f"hw_source must be one of {HW_SOURCES}, got {hw_source!r}")
     if accuracy_source not in ACCURACY_SOURCES:
@@ -130,5 +132,5 @@ def make_soft_fitness(space, hw_source: str = "analytic", accuracy_source: str =
     acc = (soft_accuracy_surrogate(space, sset) if accuracy_source == "surrogate"
            else soft_constant_accuracy(constant_accuracy))
     if hw_source == "analytic":
-        return soft_hardware_fitness(space, acc)
+        return soft_hardware_fitness(space, acc, technology)
     return soft_surrogate_fitness(space, sset, acc)

@@ -7,6 +7,7 @@ from cimnas_jax.fileio import atomic_write, atomic_write_json
 from cimnas_jax.pipeline.results import clean
 from cimnas_jax.report import designs as D
 from cimnas_jax.report import plots
+from cimnas_jax.report import refine as R
 from cimnas_jax.report.tables import csv_text, fmt, markdown_table
 
 UNITS = dict(energy_j="J", latency_s="s", area_mm2="mm^2", edap_j_s_mm2="J*s*mm^2", tops_per_w="TOPS/W",
@@ -35,8 +36,10 @@ def _pct(x):
     return "n/a" if x is None else f"{100 * x:+.2f} %"
 
 
-def write(out_dir, space, cfg, search, finalists, ver, provenance: dict, wall_seconds: float | None = None) -> Path:
-    """Render the run; returns the path of report.md."""
+def write(out_dir, space, cfg, search, finalists, ver, provenance: dict, wall_seconds: float | None = None,
+          refinement: dict | None = None) -> Path:
+    """Render the run; returns the path of report.md. ``refinement``: the refine stage's summary
+    (None: not run for these finalists)."""
     out = Path(out_dir)
     rows = [dict(r) for r in ver.rows]
     prov_by_name = {c.name: c.provenance for c in finalists.candidates}
@@ -50,7 +53,7 @@ def write(out_dir, space, cfg, search, finalists, ver, provenance: dict, wall_se
                    hardware_ground_truth=dict(source=hw_src, why=ver.hw_truth_why),
                    accuracy=ver.accuracy_note, search=search.to_dict() if search else None,
                    history=search.history if search else [],
-                   finalists=dict(rule=finalists.rule, note=finalists.note), designs=rows,
+                   finalists=dict(rule=finalists.rule, note=finalists.note), refinement=refinement, designs=rows,
                    verification_seconds=ver.seconds, wall_seconds=wall_seconds)
     atomic_write_json(out / "results.json", clean(results), allow_nan=False)
 
@@ -141,7 +144,8 @@ def write(out_dir, space, cfg, search, finalists, ver, provenance: dict, wall_se
           fmt(r.get("accuracy_surrogate_error"), "+.4f"),
           ("⚠ " + ", ".join(r["model_disagrees_on"])) if r.get("model_disagrees_on") else "ok"]
          for r in rows])
-    lines += ["", "Hardware of each design:", ""]
+    lines += [""] + R.section(refinement, search_src)
+    lines += ["Hardware of each design:", ""]
     lines += markdown_table(["design"] + hw_names,
                             [[r["design"]] + [f"{r['hardware'][n]:g}" for n in hw_names] for r in rows])
     lines += ["", "Network and quantization of each design (values of the active genes of each kind, in block "
