@@ -127,8 +127,10 @@ def test_seeded_main_job_equals_the_job_before_the_restructure(tmp_path):
     assert [r["design"] for r in rows] == [d["design"] for d in ref["designs"]]
     for old, new in zip(ref["designs"], rows):
         assert new["design_hash"] == old["design_hash"] and new["genome"] == old["genome"]
+        # rel 1e-5: the verify stage's analytic ground truth is jitted since 728c139 (the reference was
+        # computed op by op); XLA's fused float32 sums differ in the last digits (found_2's area by 1.8e-6)
         for k in ("energy_j", "latency_s", "area_mm2", "edap_j_s_mm2", "cells_needed", "predicted_accuracy"):
-            assert new[k] == pytest.approx(old[k], rel=1e-6), (old["design"], k)
+            assert new[k] == pytest.approx(old[k], rel=1e-5), (old["design"], k)
     assert [h["best"][0] for h in out["search"].history] == pytest.approx(ref["best_history"], rel=1e-6)
 
 
