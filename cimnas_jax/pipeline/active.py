@@ -108,7 +108,6 @@ def summarise_round(r: int, space, cfg_r, ver, info_used: dict, technology: str)
     from cimnas_jax.pipeline.verify import hardware_truth
     rows = ver.rows
     found = [x for x in rows if x["origin"] != "reference"]
-    base = rows[0]
     out = {"round": r, "search_model_correction": info_used, "ground_truth": ver.hw_truth,
            "ground_truth_why": ver.hw_truth_why, "n_designs_verified": len(rows)}
     if not found:
@@ -281,7 +280,7 @@ def write_report(out: Path, cfg, space, rounds: list[dict], wall: float) -> Path
              "EDAP in J·s·mm²; chosen = the search model's best design (found_1); errors = model / ground truth − 1; "
              "held-out energy MAPE: the retrained correction on the held-out reference layer records (analytic "
              "model → calibrated).", "", round_table(rounds), "",
-             f"Per-round reports: " + ", ".join(f"[round {s['round']}](round_{s['round']}/report.md)" for s in rounds),
+             "Per-round reports: " + ", ".join(f"[round {s['round']}](round_{s['round']}/report.md)" for s in rounds),
              "", f"Wall time {wall:.0f} s (this invocation)."]
     atomic_write(out / "report.md", "\n".join(lines) + "\n")
     return out / "report.md"
