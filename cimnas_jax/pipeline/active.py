@@ -122,7 +122,8 @@ def summarise_round(r: int, space, cfg_r, ver, info_used: dict, technology: str)
              "search_model_edap_j_s_mm2": x.get("predicted_edap_j_s_mm2"),
              "analytic_edap_j_s_mm2": a["edap_j_s_mm2"], "truth_edap_j_s_mm2": x.get("edap_j_s_mm2"),
              "truth_energy_j": x.get("energy_j"), "truth_latency_s": x.get("latency_s"),
-             "truth_area_mm2": x.get("area_mm2")}
+             "truth_area_mm2": x.get("area_mm2"),
+             "truth_errors": [str(e)[:300] for e in (x.get("truth_errors") or [])][:3]}
         d["search_model_error_edap"] = _ratio_err(d["search_model_edap_j_s_mm2"], d["truth_edap_j_s_mm2"])
         d["analytic_error_edap"] = _ratio_err(d["analytic_edap_j_s_mm2"], d["truth_edap_j_s_mm2"])
         for m in ("energy", "latency", "area"):
@@ -182,47 +183,47 @@ def run_active(cfg, out_dir, resume: bool = False, log=print) -> dict:
     rounds = []
     with FolderLock(out, "cimnas-jax run (active learning)"):
         save_config(cfg, out / "config.json")
-    for r in range(1, cfg.active_rounds + 1):
-        rd = round_dir(out, r)
-        cfg_r = round_config(cfg, out, r)
-        done = rd / ROUND_FILE
-        if done.is_file():
-            saved = json.loads(done.read_text())
-            want = clean(cfg_r.to_dict())
-            diff = [k for k in want if saved.get("config", {}).get(k) != want[k]]
-            if diff:
-                from cimnas_jax.pipeline import RunFolderError
-                raise RunFolderError(f"--resume: {done} ran with {diff[0]}={saved['config'].get(diff[0])!r}, this "
-                                     f"run's round {r} has {diff[0]}={want[diff[0]]!r}; start a new --out_dir")
-            log(f"=== active learning round {r}/{cfg.active_rounds}: finished earlier ({done}), reused")
-            rounds.append(saved["summary"])
-            continue
-        t0 = time.perf_counter()
-        info_used = correction_info(technology, cfg_r.hw_correction)
-        log(f"=== active learning round {r}/{cfg.active_rounds}: search with correction {info_used['id']} "
-            f"(sha256 {info_used['params_sha256'][:12]})")
-        ckpt = rd / "checkpoints"
-        again = ckpt.is_dir() and any(ckpt.iterdir())
-        res = run_main(cfg_r, rd, resume=again, log=log, truth_backend=truth_backend(cfg))
-        summary = summarise_round(r, space, cfg_r, res["verification"], info_used, technology)
-        summary["trained_correction"] = retrain_round(cfg, out, r, technology, log)
-        prev = rounds[-1] if rounds else None
-        if prev and prev.get("chosen") and summary.get("chosen"):
-            a, b = prev["chosen"], summary["chosen"]
-            summary["chosen_changed"] = a["design_hash"] != b["design_hash"]
-            summary["truth_edap_vs_previous_round_x"] = (b["truth_edap_j_s_mm2"] / a["truth_edap_j_s_mm2"]
-                                                         if a["truth_edap_j_s_mm2"] and b["truth_edap_j_s_mm2"]
-                                                         else None)
-        summary["seconds"] = time.perf_counter() - t0
-        atomic_write_json(done, clean({"round": r, "config": cfg_r.to_dict(), "summary": summary}), indent=1,
-                          allow_nan=False)
-        rounds.append(summary)
-        c = summary.get("chosen")
-        if c:
-            log(f"  round {r}: chosen {c['design_hash'][:12]} EDAP search model {c['search_model_edap_j_s_mm2']:.4g}, "
-                f"ground truth {_g(c['truth_edap_j_s_mm2'])} J*s*mm^2 (model error {_p(c['search_model_error_edap'])})")
-    wall = time.perf_counter() - started
-    report = write_report(out, cfg, space, rounds, wall)
+        for r in range(1, cfg.active_rounds + 1):
+            rd = round_dir(out, r)
+            cfg_r = round_config(cfg, out, r)
+            done = rd / ROUND_FILE
+            if done.is_file():
+                saved = json.loads(done.read_text())
+                want = clean(cfg_r.to_dict())
+                diff = [k for k in want if saved.get("config", {}).get(k) != want[k]]
+                if diff:
+                    from cimnas_jax.pipeline import RunFolderError
+                    raise RunFolderError(f"--resume: {done} ran with {diff[0]}={saved['config'].get(diff[0])!r}, this "
+                                         f"run's round {r} has {diff[0]}={want[diff[0]]!r}; start a new --out_dir")
+                log(f"=== active learning round {r}/{cfg.active_rounds}: finished earlier ({done}), reused")
+                rounds.append(saved["summary"])
+                continue
+            t0 = time.perf_counter()
+            info_used = correction_info(technology, cfg_r.hw_correction)
+            log(f"=== active learning round {r}/{cfg.active_rounds}: search with correction {info_used['id']} "
+                f"(sha256 {info_used['params_sha256'][:12]})")
+            ckpt = rd / "checkpoints"
+            again = ckpt.is_dir() and any(ckpt.iterdir())
+            res = run_main(cfg_r, rd, resume=again, log=log, truth_backend=truth_backend(cfg))
+            summary = summarise_round(r, space, cfg_r, res["verification"], info_used, technology)
+            summary["trained_correction"] = retrain_round(cfg, out, r, technology, log)
+            prev = rounds[-1] if rounds else None
+            if prev and prev.get("chosen") and summary.get("chosen"):
+                a, b = prev["chosen"], summary["chosen"]
+                summary["chosen_changed"] = a["design_hash"] != b["design_hash"]
+                summary["truth_edap_vs_previous_round_x"] = (b["truth_edap_j_s_mm2"] / a["truth_edap_j_s_mm2"]
+                                                             if a["truth_edap_j_s_mm2"] and b["truth_edap_j_s_mm2"]
+                                                             else None)
+            summary["seconds"] = time.perf_counter() - t0
+            atomic_write_json(done, clean({"round": r, "config": cfg_r.to_dict(), "summary": summary}), indent=1,
+                              allow_nan=False)
+            rounds.append(summary)
+            c = summary.get("chosen")
+            if c:
+                log(f"  round {r}: chosen {c['design_hash'][:12]} EDAP search model {c['search_model_edap_j_s_mm2']:.4g}, "
+                    f"ground truth {_g(c['truth_edap_j_s_mm2'])} J*s*mm^2 (model error {_p(c['search_model_error_edap'])})")
+        wall = time.perf_counter() - started
+        report = write_report(out, cfg, space, rounds, wall)
     log(f"active learning: {report}")
     return {"rounds": rounds, "report": report}
 
@@ -251,11 +252,15 @@ def round_table(rounds: list[dict]) -> str:
             "chosen (found_1)": c.get("design_hash", "none")[:12],
             "changed": {True: "yes", False: "no"}.get(s.get("chosen_changed"), "–"),
             "search-model EDAP": _g(c.get("search_model_edap_j_s_mm2")),
-            "ground-truth EDAP": _g(c.get("truth_edap_j_s_mm2")),
+            "ground-truth EDAP": (_g(c.get("truth_edap_j_s_mm2")) if c.get("valid", True)
+                                  else "failed (invalid under the ground truth)"),
             "search-model error": _p(c.get("search_model_error_edap")),
             "analytic error": _p(c.get("analytic_error_edap")),
-            "truth reduction vs baseline": _g(c.get("edap_reduction_vs_baseline_x")) + "×",
-            "best by truth": f"{best.get('design', '–')} {_g(best.get('truth_edap_j_s_mm2'))}",
+            "truth reduction vs baseline": (f"{c['edap_reduction_vs_baseline_x']:.1f}×"
+                                            if c.get("edap_reduction_vs_baseline_x") else "n/a"),
+            "best by truth": (f"{best['design']} {best['design_hash'][:12]} {_g(best['truth_edap_j_s_mm2'])} "
+                              f"({best['edap_reduction_vs_baseline_x']:.1f}×, model error "
+                              f"{_p(best['search_model_error_edap'])})" if best else "none valid"),
             "retrained: rows": tc.get("n_train_rows"),
             "held-out energy MAPE analytic → calibrated": f"{_g(e_a)} → {_g(e_c)} %",
             "s": f"{s.get('seconds', 0):.0f}"})
