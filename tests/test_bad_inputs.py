@@ -66,6 +66,18 @@ RUN_CASES = [  # (field overrides, text the error must contain)
     (dict(cimloop_workers=-2), "--cimloop_workers=-2 must be an integer >= 0"),
     (dict(cimloop_executor="ray"), "--cimloop_executor='ray'; allowed: local, dask"),
     (dict(dask_scheduler="tcp://x:8786"), "--dask_scheduler='tcp://x:8786' is used only with --cimloop_executor=dask"),
+    (dict(active_rounds=-1), "--active_rounds=-1 must be an integer >= 0"),
+    (dict(active_rounds=2), "--active_rounds=2 needs --hw_source=calibrated"),
+    (dict(active_rounds=2, hw_source="surrogate"), "--active_rounds=2 needs --hw_source=calibrated"),
+    (dict(active_rounds=2, hw_source="calibrated", stages="search,verify,report"), "--active_rounds=2 runs every stage"),
+    (dict(active_rounds=1, hw_source="calibrated", active_fit_hidden="wide"), "--active_fit_hidden='wide' must be"),
+    (dict(active_rounds=1, hw_source="calibrated", active_fit_folds=1), "--active_fit_folds=1 must be an integer >= 2"),
+    (dict(active_rounds=1, hw_source="calibrated", active_fit_steps=0), "--active_fit_steps=0 must be an integer >= 1"),
+    (dict(hw_correction="corr"), "--hw_correction='corr' is used only with --hw_source=calibrated"),
+    (dict(hw_source="calibrated", hw_correction="/nonexistent/corr"), "--hw_correction=/nonexistent/corr: no hardware "
+                                                                      "correction"),
+    (dict(hw_source="calibrated", hw_correction=str(ROOT / "cimnas_jax" / "assets" / "hw_correction" / "sram_7nm")),
+     "is for 'sram_7nm', the search evaluates 'rram_32nm'"),
     (dict(stages="search,report,verify"), "stages must be distinct and in pipeline order"),
     (dict(stages="search,deploy"), "--stages='search,deploy': allowed a comma-separated subset of"),
     (dict(stages=""), "--stages='': allowed a comma-separated subset of"),
@@ -101,6 +113,8 @@ RUN_FILE_CASES = [  # (how to prepare, text)
     ("config_wrong_type", "field 'population' must be an integer"),
     ("config_py_without_get_config", "must define get_config()"),
     ("supernet_missing", "--supernet_dir="),
+    ("active_rounds_exist", "already holds active-learning rounds [1]; pass --resume"),
+    ("active_resume_nothing", "holds no active-learning round to continue"),
 ]
 
 
@@ -125,6 +139,12 @@ def test_run_inputs_and_folders_rejected_before_work(case, msg, tmp_path):
         return
     elif case == "supernet_missing":
         cfg = RunConfig(supernet_dir=str(tmp_path / "no_supernet"))
+    elif case.startswith("active"):
+        cfg = cfg.replace(active_rounds=2, hw_source="calibrated")
+        if case == "active_rounds_exist":
+            (out / "round_1").mkdir(parents=True)
+        else:
+            resume = True
     with pytest.raises((ConfigError, RunFolderError)) as e:
         check(cfg, out, resume)
     assert msg in str(e.value) and len(str(e.value).splitlines()) <= 2, str(e.value)
@@ -167,7 +187,8 @@ def test_search_flag_combinations_rejected():
     for over, msg in ((dict(accuracy="surrogate", fitness="linear"), "--accuracy=surrogate needs --fitness"),
                       (dict(accuracy_floor=0.8), "--accuracy_floor needs a real accuracy source"),
                       (dict(coefficients="energy=1"), "--coefficients/--bounds are used only by"),
-                      (dict(resume=True), "--resume needs --checkpoint_dir")):
+                      (dict(resume=True), "--resume needs --checkpoint_dir"),
+                      (dict(hw_correction="corr"), "--hw_correction='corr' is used only with --fitness=calibrated")):
         with pytest.raises(cli.FlagError, match=msg.replace("(", r"\(")):
             cli.check_flags({**base, **over})
 

@@ -5,6 +5,7 @@
   cimnas-jax search --algorithm=nsga2 --objective=energy,latency,area --population=1000 \
       --generations=200 --chunk=20 --output_dir=/tmp/search_mo
   cimnas-jax search --accuracy=surrogate --objective=edap_per_accuracy ...   # the shipped accuracy surrogate
+  cimnas-jax search --fitness=calibrated [--hw_correction=FOLDER] ...        # analytic x CiMLoop-trained correction
   # killed?  rerun the same command with --resume: same final result, bit for bit (CPU).
 
 Prints one progress line per chunk; writes results.json, results.csv (decoded designs with
@@ -18,7 +19,7 @@ from types import SimpleNamespace
 
 from absl import flags
 
-FITNESSES = ("analytic", "surrogate", "linear", "mlp")
+FITNESSES = ("analytic", "surrogate", "calibrated", "linear", "mlp")
 ACCURACIES = ("constant", "surrogate")
 CROSSOVERS = ("uniform", "group", "none")
 MUTATIONS = ("sparse", "dense")
@@ -43,7 +44,11 @@ def define_flags():
     flags.DEFINE_float("accuracy_floor", 0.0, "minimum accuracy in (0, 1]; 0 = off")
     flags.DEFINE_bool("capacity", True, "require cells_needed <= cells_available")
     flags.DEFINE_string("fitness", "analytic", f"one of {FITNESSES}: the analytic CIM model, its surrogate "
-                        "ensemble, or synthetic (linear/mlp, for engine tests)")
+                        "ensemble, the analytic model with the CiMLoop-trained correction (calibrated, the main "
+                        "job's --hw_source=calibrated), or synthetic (linear/mlp, for engine tests)")
+    flags.DEFINE_string("hw_correction", "", "--fitness=calibrated: hardware correction folder (manifest.json + "
+                        "params.msgpack, e.g. an active-learning round's correction/) ('' = the shipped one of the "
+                        "space's technology)")
     flags.DEFINE_string("accuracy", "constant", f"accuracy source, one of {ACCURACIES} (surrogate: the space's "
                         "shipped accuracy ensemble)")
     flags.DEFINE_float("accuracy_value", 1.0, "value of the constant accuracy, in (0, 1]")
@@ -94,7 +99,7 @@ def init_distributed_from_flags():
 
 
 NAMES = ("space", "algorithm", "objective", "coefficients", "bounds", "area_limit_mm2", "accuracy_floor",
-         "capacity", "fitness", "accuracy", "accuracy_value", "surrogate_dir", "population", "offspring",
+         "capacity", "fitness", "hw_correction", "accuracy", "accuracy_value", "surrogate_dir", "population", "offspring",
          "generations", "chunk", "seed", "crossover", "mutation", "crossover_prob", "mutation_rate",
          "archive_size", "rng_impl", "top", "checkpoint_dir", "output_dir", "resume")
 
@@ -113,7 +118,7 @@ def check_flags(v: dict):
     from cimnas_jax.search import algorithm_names
     from cimnas_jax.space import space_names
 
-    v = {"surrogate_dir": "", **v}
+    v = {"surrogate_dir": "", "hw_correction": "", **v}
 
     def enum(name, allowed):
         if v[name] not in allowed:
@@ -152,7 +157,9 @@ def check_flags(v: dict):
     if v["resume"] and not v["checkpoint_dir"]:
         raise FlagError("--resume needs --checkpoint_dir")
     if v["accuracy"] == "surrogate" and v["fitness"] in ("linear", "mlp"):
-        raise FlagError(f"--accuracy=surrogate needs --fitness=analytic or surrogate, not {v['fitness']!r}")
+        raise FlagError(f"--accuracy=surrogate needs --fitness=analytic, surrogate or calibrated, not {v['fitness']!r}")
+    if v["hw_correction"] and v["fitness"] != "calibrated":
+        raise FlagError(f"--hw_correction={v['hw_correction']!r} is used only with --fitness=calibrated")
     if v["accuracy_floor"] and v["accuracy"] == "constant":
         raise FlagError("--accuracy_floor needs a real accuracy source (--accuracy=surrogate); with "
                         "--accuracy=constant every design has the same accuracy")
@@ -173,7 +180,13 @@ def build_fitness(v: dict, sp):
         return fit.linear_fitness(sp), "synthetic linear fitness"
     if v["fitness"] == "mlp":
         return fit.mlp_fitness(sp), "synthetic 3x400 MLP fitness"
-    from cimnas_jax.pipeline.fitness import SOURCE_NAMES, make_fitness
+    from cimnas_jax.pipeline.fitness import correction_info, hw_source_name, make_fitness
+    info = None
+    if v["fitness"] == "calibrated":
+        try:
+            info = correction_info(sp.technology, v.get("hw_correction", ""))
+        except (FileNotFoundError, ValueError) as e:
+            raise FlagError(f"--hw_correction={v.get('hw_correction', '')!r}: {e}") from None
     surrogate = None
     if "surrogate" in (v["fitness"], v["accuracy"]):
         from cimnas_jax.surrogate import SurrogateMismatch, load_surrogates
@@ -184,8 +197,9 @@ def build_fitness(v: dict, sp):
         if v["accuracy"] == "surrogate" and not surrogate.has_accuracy:
             raise FlagError(f"--accuracy=surrogate: the surrogate set for {sp.name} has no accuracy model")
     acc = "surrogate" if v["accuracy"] == "surrogate" else "constant"
-    f = make_fitness(sp, v["fitness"], acc, surrogate, constant_accuracy=v["accuracy_value"])
-    desc = (f"hardware {SOURCE_NAMES[v['fitness']]}, accuracy "
+    f = make_fitness(sp, v["fitness"], acc, surrogate, constant_accuracy=v["accuracy_value"],
+                     correction=info["path"] if info else None)
+    desc = (f"hardware {hw_source_name(v['fitness'], info)}, accuracy "
             + ("the shipped accuracy surrogate" if acc == "surrogate" else f"constant {v['accuracy_value']:g}"))
     return f, desc
 
@@ -226,6 +240,9 @@ def main(argv):
     config = {k: v[k] for k in ("space", "algorithm", "fitness", "accuracy", "accuracy_value",
                                 "crossover", "mutation", "area_limit_mm2", "accuracy_floor", "capacity")}
     config.update({k: float(getattr(params, k)) for k in ("crossover_prob", "mutation_rate") if hasattr(params, k)})
+    if v["fitness"] == "calibrated":      # the correction decides the scores: a checkpoint of another one is refused
+        from cimnas_jax.pipeline.fitness import correction_info
+        config["hw_correction_sha256"] = correction_info(sp.technology, v["hw_correction"])["params_sha256"]
     from cimnas_jax.search.distributed import describe, is_primary
     try:
         search = Search(algo, fitness_fn, objective, params, rng_impl=v["rng_impl"], config=config)

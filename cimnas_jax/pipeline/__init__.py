@@ -13,6 +13,9 @@ stage's saved output (``RunConfig(stages="verify,report")``):
                          search's fitness (off: a recorded copy)
     verify  (verify.py)  hardware ground truth and measured accuracy per finalist -> Verification
     report  (cimnas_jax.report.run)  report.md, results.json, finalists.csv, plots
+
+With ``--active_rounds=N`` (``active.py``) the four stages run N times, each round in
+``round_<r>/`` searching with the CiMLoop correction retrained on the earlier rounds' ground truth.
 """
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ from cimnas_jax.pipeline.verify import hardware_truth
 # Fields that decide what the search computed: a later stage run alone must agree with them.
 SEARCH_FIELDS = ("space", "technology", "algorithm", "objective", "coefficients", "bounds", "population",
                  "offspring", "generations", "seed", "crossover", "mutation", "crossover_prob", "mutation_rate",
-                 "archive_size", "rng_impl", "hw_source", "accuracy_source", "surrogate_dir", "area_limit_mm2",
+                 "archive_size", "rng_impl", "hw_source", "hw_correction", "accuracy_source", "surrogate_dir", "area_limit_mm2",
                  "accuracy_floor", "capacity", "freeze", "finalists", "finalist_rule")
 
 
@@ -52,6 +55,14 @@ def check(cfg: RunConfig, out_dir, resume: bool = False) -> None:
     space = get_space(cfg.space)
     refine_stage.check_inputs(cfg, space)
     verify_stage.check_inputs(cfg, space)
+    if cfg.hw_source == "calibrated":
+        from cimnas_jax.pipeline.fitness import correction_info
+        try:
+            correction_info(cfg.technology or space.technology, cfg.hw_correction)
+        except (FileNotFoundError, ValueError) as e:
+            flag = f"--hw_correction={cfg.hw_correction}" if cfg.hw_correction else "--hw_source=calibrated"
+            raise ConfigError(f"{flag}: {e}" + ("" if cfg.hw_correction else
+                              " (no shipped correction for this technology; pass --hw_correction=FOLDER)")) from None
     import jax
     if jax.process_count() > 1:        # a multi-process search shards the population over every device
         ndev = jax.device_count()
@@ -63,6 +74,12 @@ def check(cfg: RunConfig, out_dir, resume: bool = False) -> None:
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise RunFolderError(f"--out_dir={out} is a file, not a folder")
+    if cfg.active_rounds:
+        if jax.process_count() > 1:
+            raise ConfigError(f"--active_rounds={cfg.active_rounds}: active learning runs in one process")
+        from cimnas_jax.pipeline.active import check_folder
+        check_folder(cfg, out, resume)
+        return
     stages = cfg.stage_list
     ckpt = out / "checkpoints"
     if "search" in stages and not resume and ckpt.is_dir() and any(ckpt.iterdir()):
@@ -104,8 +121,10 @@ def check(cfg: RunConfig, out_dir, resume: bool = False) -> None:
                                  f"configuration has {k}={b!r}; rerun the search or drop that flag")
 
 
-def run(cfg: RunConfig, out_dir, resume: bool = False, log=print) -> dict:
-    """Run the configured stages into ``out_dir``; returns the stage results."""
+def run(cfg: RunConfig, out_dir, resume: bool = False, log=print, truth_backend=None) -> dict:
+    """Run the configured stages into ``out_dir``; returns the stage results (with
+    ``--active_rounds``: the rounds, see ``active.run_active``). ``truth_backend``: a record backend
+    the verify stage uses as the ground truth instead of the one --verify_hw names."""
     from cimnas_jax.fileio import FolderLock
     from cimnas_jax.pipeline import refine as refine_stage
     from cimnas_jax.pipeline import verify as verify_stage
@@ -117,6 +136,9 @@ def run(cfg: RunConfig, out_dir, resume: bool = False, log=print) -> dict:
     from cimnas_jax.space import get_space
 
     check(cfg, out_dir, resume)
+    if cfg.active_rounds:
+        from cimnas_jax.pipeline.active import run_active
+        return run_active(cfg, out_dir, resume, log)
     from cimnas_jax.search.distributed import is_primary
     if not is_primary():
         return _search_worker(cfg, out_dir, resume)
@@ -132,12 +154,14 @@ def run(cfg: RunConfig, out_dir, resume: bool = False, log=print) -> dict:
         conf = cfg.to_dict()
         sres = None
         if "search" in stages:
+            from cimnas_jax.pipeline.fitness import search_model_info
             log(f"[1/{n}] search: {cfg.algorithm} on {space.name} ({space.n_genes} genes), population "
                 f"{cfg.population}, {cfg.generations} generations, objective {objective.name}, hardware "
-                f"{cfg.hw_source}, accuracy {cfg.accuracy_source}, area limit {cfg.area_limit_mm2:g} mm^2")
+                f"{search_model_info(cfg, space)['name']}, accuracy {cfg.accuracy_source}, area limit {cfg.area_limit_mm2:g} mm^2")
             sres, state, search = run_search(cfg, ctx, space, fitness, objective)
             finalists = finalists_from_search(cfg, space, search, state, fitness, objective)
-            save_stage(ctx.out_dir, "search", {"result": sres.to_dict(), "finalists": finalists.to_dict()}, conf)
+            save_stage(ctx.out_dir, "search", {"result": sres.to_dict(), "finalists": finalists.to_dict(),
+                                               "search_model": search_model_info(cfg, space)}, conf)
             log(f"  finalists: {len(finalists.found)} designs ({finalists.rule}) + the reference design"
                 + (f"; {finalists.note}" if finalists.note else ""))
         else:
@@ -154,7 +178,7 @@ def run(cfg: RunConfig, out_dir, resume: bool = False, log=print) -> dict:
         ver = None
         if "verify" in stages:
             log(f"[3/{n}] verify: {len(finalists.candidates)} designs")
-            ver = verify_stage.verify(cfg, ctx, space, finalists, fitness)
+            ver = verify_stage.verify(cfg, ctx, space, finalists, fitness, backend=truth_backend)
             save_stage(ctx.out_dir, "verify", {"verification": ver.to_dict(), "finalists": finalists.to_dict()},
                        conf)
         elif "report" in stages:

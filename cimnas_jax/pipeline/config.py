@@ -52,6 +52,9 @@ class RunConfig:
     accuracy_source: str = _f("surrogate", "accuracy during the search ('constant' = hardware-only search)",
                               allowed="accuracy_sources")
     surrogate_dir: str = _f("", "surrogate set folder ('' = the shipped cimnas_jax/assets/<space>/<technology>)")
+    hw_correction: str = _f("", "--hw_source=calibrated: folder of the CiMLoop-trained hardware correction "
+                            "(manifest.json + params.msgpack, e.g. a retrained one) ('' = the shipped one of the "
+                            "technology, cimnas_jax/assets/hw_correction/<technology>)")
     area_limit_mm2: float = _f(800.0, "chip area limit in mm^2 (CIMNAS: 8 cm^2); 0 = off", lo=0.0)
     accuracy_floor: float = _f(0.0, "minimum predicted accuracy (fraction); 0 = off", lo=0.0, hi=0.9999)
     capacity: bool = _f(True, "require every weight to fit on the chip (cells needed <= cells available)")
@@ -94,6 +97,16 @@ class RunConfig:
                              "(0 = off); accuracy is reported inherited and fine-tuned", lo=0)
     finetune_designs: int = _f(1, "found designs fine-tuned besides the baseline (the best by verified EDAP / "
                                "accuracy)", lo=0)
+    # ------------------------------------------------------------------ active learning
+    active_rounds: int = _f(0, "active-learning rounds (0 = off): each round searches with --hw_source=calibrated "
+                            "and the current correction, verifies the finalists with --verify_hw, adds their layer "
+                            "records to the correction's training set and retrains it (into the run folder) for "
+                            "the next round", lo=0)
+    active_fit_steps: int = _f(1000, "active learning: full-batch AdamW steps per correction fit", lo=1)
+    active_fit_members: int = _f(8, "active learning: ensemble members of the retrained correction", lo=1)
+    active_fit_hidden: str = _f("128,128", "active learning: MLP hidden widths of the retrained correction "
+                                "(comma-separated)")
+    active_fit_folds: int = _f(5, "active learning: grouped cross-validation folds (per-target shrink)", lo=2)
     # ------------------------------------------------------------------ run
     stages: str = _f(",".join(STAGES), "stages to run, comma-separated, in pipeline order; a later stage "
                                        "alone reuses the earlier stages' saved output in out_dir")
@@ -102,6 +115,10 @@ class RunConfig:
     @property
     def stage_list(self) -> tuple[str, ...]:
         return tuple(s.strip() for s in self.stages.split(",") if s.strip())
+
+    @property
+    def active_hidden(self) -> tuple[int, ...]:
+        return tuple(int(x) for x in self.active_fit_hidden.split(",") if x.strip())
 
     def replace(self, **kw) -> "RunConfig":
         return dataclasses.replace(self, **kw)
@@ -141,6 +158,21 @@ class RunConfig:
         if self.accuracy_floor and self.accuracy_source == "constant":
             raise ConfigError(f"--accuracy_floor={self.accuracy_floor:g} needs a real accuracy source: with "
                               "--accuracy_source=constant every design has the same accuracy")
+        if self.active_rounds and self.hw_source != "calibrated":
+            raise ConfigError(f"--active_rounds={self.active_rounds} needs --hw_source=calibrated (each round "
+                              f"searches with the retrained CiMLoop correction), not --hw_source={self.hw_source!r}")
+        if self.active_rounds and self.stage_list != STAGES:
+            raise ConfigError(f"--active_rounds={self.active_rounds} runs every stage in each round; drop "
+                              f"--stages={self.stages!r}")
+        if self.hw_correction and self.hw_source != "calibrated":
+            raise ConfigError(f"--hw_correction={self.hw_correction!r} is used only with --hw_source=calibrated")
+        try:
+            hidden = self.active_hidden
+        except ValueError:
+            hidden = ()
+        if not hidden or min(hidden) < 1:
+            raise ConfigError(f"--active_fit_hidden={self.active_fit_hidden!r} must be comma-separated positive "
+                              "integers (e.g. 128,128)")
         if self.refine_tau_end > self.refine_tau_start:
             raise ConfigError(f"--refine_tau_end={self.refine_tau_end:g} must be <= --refine_tau_start="
                               f"{self.refine_tau_start:g}")

@@ -1,7 +1,9 @@
 """The search's fitness: pure ``genomes -> metrics`` from a hardware source and an accuracy source.
 
 Hardware sources: ``analytic`` (the embedded analytic CIM model, calibrated to real CiMLoop),
-``surrogate`` (its Flax ensemble). Accuracy sources: ``surrogate`` (the shipped accuracy ensemble,
+``surrogate`` (its Flax ensemble), ``calibrated`` (the analytic model times the CiMLoop-trained
+per-layer correction of ``cimnas_jax.hw.calibrated``: the shipped one of the technology, or a folder
+such as an active-learning round's retrained ``correction/``). Accuracy sources: ``surrogate`` (the shipped accuracy ensemble,
 trained on accuracies measured on real quantized subnets), ``constant`` (every design equally
 accurate: a hardware-only search). Metric keys as in ``cimnas_jax.search.objectives``.
 """
@@ -11,15 +13,47 @@ from typing import Callable
 
 import jax.numpy as jnp
 
-HW_SOURCES = ("analytic", "surrogate")
+HW_SOURCES = ("analytic", "surrogate", "calibrated")
 ACCURACY_SOURCES = ("surrogate", "constant")
 SOURCE_NAMES = {"analytic": "analytic CIM model", "surrogate": "Flax surrogate ensemble",
+                "calibrated": "analytic model + CiMLoop-trained correction",
                 "constant": "constant (hardware-only search)"}
 
 
+def correction_info(technology: str, path: str = "") -> dict:
+    """Where the correction of ``hw_source='calibrated'`` comes from, without loading its weights:
+    {path, technology, id, params_sha256, shipped}. ``id`` is the manifest's ``id`` where it has one
+    (an active-learning round's), else ``<technology>@<params sha256[:12]>``. FileNotFoundError when
+    there is none; ValueError when it is for another technology."""
+    import hashlib
+    import json
+    from pathlib import Path
+
+    from cimnas_jax.hw.correction_io import correction_path
+    p = Path(path) if path else correction_path(technology)
+    if not (p / "manifest.json").is_file() or not (p / "params.msgpack").is_file():
+        raise FileNotFoundError(f"no hardware correction (manifest.json + params.msgpack) at {p}")
+    man = json.loads((p / "manifest.json").read_text())
+    if man.get("technology") != technology:
+        raise ValueError(f"the hardware correction at {p} is for {man.get('technology')!r}, the search evaluates "
+                         f"{technology!r}")
+    sha = hashlib.sha256((p / "params.msgpack").read_bytes()).hexdigest()
+    return {"path": str(p), "technology": technology, "id": man.get("id") or f"{technology}@{sha[:12]}",
+            "params_sha256": sha, "shipped": not path}
+
+
+def hw_source_name(hw_source: str, info: dict | None = None) -> str:
+    """The search model's hardware source in words (with the correction's id for 'calibrated')."""
+    if hw_source == "calibrated" and info:
+        return f"{SOURCE_NAMES['calibrated']} {info['id']}" + (" (shipped)" if info.get("shipped") else "")
+    return SOURCE_NAMES.get(hw_source, hw_source)
+
+
 def make_fitness(space, hw_source: str = "analytic", accuracy_source: str = "surrogate",
-                 surrogate=None, constant_accuracy: float = 1.0, technology: str | None = None) -> Callable:
-    """Pure ``genomes -> metrics`` for the search (keys as in cimnas_jax.search.objectives)."""
+                 surrogate=None, constant_accuracy: float = 1.0, technology: str | None = None,
+                 correction=None) -> Callable:
+    """Pure ``genomes -> metrics`` for the search (keys as in cimnas_jax.search.objectives).
+    ``correction`` (hw_source 'calibrated'): a Correction, a folder, or None for the shipped one."""
     if hw_source not in HW_SOURCES:
         raise ValueError(f"hw_source must be one of {HW_SOURCES}, got {hw_source!r}")
     if accuracy_source not in ACCURACY_SOURCES:
@@ -41,6 +75,9 @@ def make_fitness(space, hw_source: str = "analytic", accuracy_source: str = "sur
         acc_fn = constant_accuracy_hardware_only(constant_accuracy)
     if hw_source == "analytic":
         return hardware_fitness(space, acc_fn, technology)
+    if hw_source == "calibrated":
+        from cimnas_jax.hw.calibrated import calibrated_fitness
+        return calibrated_fitness(space, acc_fn, correction or None, technology)
 
     sset = surrogate.sset
 
@@ -67,7 +104,15 @@ def fitness_for(cfg, space, surrogate=None):
     """``make_fitness`` for a RunConfig (loads the surrogate set when needed)."""
     surrogate = surrogate if surrogate is not None else load_surrogate_for(cfg, space)
     return make_fitness(space, cfg.hw_source, cfg.accuracy_source, surrogate,
-                        technology=cfg.technology or None)
+                        technology=cfg.technology or None, correction=cfg.hw_correction or None)
+
+
+def search_model_info(cfg, space) -> dict:
+    """{hw_source, name, correction (info dict or None)} of a RunConfig's search model."""
+    info = None
+    if cfg.hw_source == "calibrated":
+        info = correction_info(cfg.technology or space.technology, cfg.hw_correction)
+    return {"hw_source": cfg.hw_source, "name": hw_source_name(cfg.hw_source, info), "correction": info}
 
 
 def padded_batch_size(n: int, minimum: int = 8) -> int:

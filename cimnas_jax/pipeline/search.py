@@ -128,7 +128,9 @@ def finalists_from_search(cfg, space, search, state, fitness, objective) -> Fina
     rule = cfg.finalist_rule
     idx = finalist_indices(space, genomes, v, F, cfg.finalists, m, rule)
     base = space.reference_genome()
-    bF, bv = evaluate_padded(lambda g: objective(fitness(g)), base[None])
+    # the fitness at the padded batch size the finalists' scoring compiled (a lambda would compile it again)
+    bF, bv = objective(jax.tree_util.tree_map(jnp.asarray, evaluate_padded(fitness, base[None])))
+    bF, bv = np.asarray(bF), np.asarray(bv)
     cands = [Candidate(name="baseline", genome=[int(x) for x in base], hash=space.hash_hex(base[None])[0],
                        origin="reference", search_objective=[float(x) for x in bF[0]],
                        search_violation=float(bv[0]), provenance={"doc": space.reference_doc})]

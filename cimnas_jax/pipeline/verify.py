@@ -94,6 +94,9 @@ def record_truth(space, genomes, backend, store_dir=None, log=None) -> list[dict
     designs = label_batch_records(space, g, list(range(len(g))), hashes, backend, log=log)
     if store_dir is not None:
         store = LabelStore(str(store_dir))
+        if store.read_manifest() is None:     # says whose records these are (correction_io reads "backend")
+            store.write_manifest({"backend": getattr(backend, "name", "records"), "space": space.name,
+                                  "what": "ground-truth layer records of the verified designs"})
         done = store.load_done()
         store.append([d for d in designs if d["index"] not in done])
     macs = np.asarray(total_macs(space.workloads(jnp.asarray(g))), np.float64)

@@ -48,8 +48,13 @@ def write(out_dir, space, cfg, search, finalists, ver, provenance: dict, wall_se
         r["hardware"], r["network"], r["genes"] = dec["hardware"], dec["network"], dec["genes"]
         r["provenance"] = prov_by_name.get(r["design"], {})
     hw_src = ver.hw_truth
-    search_src = f"{cfg.hw_source} hardware, {cfg.accuracy_source} accuracy"
-    results = dict(config=cfg.to_dict(), provenance=provenance, units=UNITS,
+    from cimnas_jax.pipeline.fitness import search_model_info
+    try:
+        search_model = search_model_info(cfg, space)
+    except (FileNotFoundError, ValueError) as e:     # a correction moved away since the search ran
+        search_model = {"hw_source": cfg.hw_source, "name": f"{cfg.hw_source} ({e})", "correction": None}
+    search_src = f"{search_model['name']} hardware, {cfg.accuracy_source} accuracy"
+    results = dict(config=cfg.to_dict(), provenance=provenance, units=UNITS, search_model=search_model,
                    hardware_ground_truth=dict(source=hw_src, why=ver.hw_truth_why),
                    accuracy=ver.accuracy_note, search=search.to_dict() if search else None,
                    history=search.history if search else [],
@@ -111,7 +116,7 @@ def write(out_dir, space, cfg, search, finalists, ver, provenance: dict, wall_se
                        f"({best.get('accuracy_vs_baseline', 'not compared')} at 95 %)")
         lines += ["", f"**Headline ({hw_src}):** {best['design']} (best verified EDAP / accuracy) has "
                   f"**{best['edap_reduction_vs_baseline_x']:.1f}× lower EDAP** than the reference design (the search "
-                  f"model, {cfg.hw_source}, says {best['predicted_edap_reduction_vs_baseline_x']:.1f}×){acc_txt}."]
+                  f"model, {search_model['name']}, says {best['predicted_edap_reduction_vs_baseline_x']:.1f}×){acc_txt}."]
     flagged = [r["design"] for r in rows if r.get("model_disagrees_on")]
     if flagged:
         lines += ["", f"**Warning:** the search model and {hw_src} differ by more than "
