@@ -72,10 +72,21 @@ def _rows_to_genomes(sp, rows) -> np.ndarray:
     return g
 
 
+def _genome_cell(text, path, line):
+    """A CSV ``genome`` cell: a JSON list, or gene indices separated by spaces (as search's results.csv)."""
+    text = (text or "").strip()
+    if text.startswith("["):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: line {line}: genome cell is not a JSON list ({e})") from None
+    return text.replace(",", " ").split()
+
+
 def read_genomes(sp, path: str) -> np.ndarray:
     """int32[N, G] from .npy, .json (list of genomes, {"genomes"|"designs": [...]}, records
     with a "genome" index list, or per-gene physical values) or .csv (a ``genome`` column
-    holding a JSON index list, else one column of physical values per gene name, as
+    holding a JSON index list or space-separated indices, else one column of physical values per gene name, as
     experiments/search.py writes). Checked with ``sp.check``."""
     if not os.path.exists(path):
         raise ValueError(f"--genomes_file {path!r} does not exist")
@@ -93,7 +104,10 @@ def read_genomes(sp, path: str) -> np.ndarray:
 def _read_rows(sp, path: str) -> np.ndarray:
     ext = os.path.splitext(path)[1].lower()
     if ext == ".npy":
-        a = np.load(path, allow_pickle=False)
+        try:
+            a = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            raise ValueError(f"{path}: not a genomes file (not a readable .npy array: {e})") from None
         if a.dtype.kind not in "iub":
             if a.dtype.kind != "f" or not np.all(np.isfinite(a)) or not np.all(a == np.round(a)):
                 raise ValueError(f"{path}: genes must be integer indices (got dtype {a.dtype} with non-integer "
@@ -120,8 +134,8 @@ def _read_rows(sp, path: str) -> np.ndarray:
     elif ext == ".csv":
         with open(path, newline="") as f:
             reader = csv.DictReader(f)
-            rows = [({"genome": json.loads(r["genome"])} if "genome" in r else r)
-                    for r in reader]
+            rows = [({"genome": _genome_cell(r["genome"], path, i + 2)} if "genome" in r else r)
+                    for i, r in enumerate(reader)]
     else:
         raise ValueError(f"--genomes_file {path!r}: extension must be .npy, .json, .jsonl "
                          f"or .csv")

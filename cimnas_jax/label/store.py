@@ -91,10 +91,10 @@ class LabelStore:
                 os.fsync(f.fileno())
             self.skipped["truncated_last_lines_cut"] += 1
         self.skipped["corrupt_lines"] = list(r.bad_lines)
-        note = r.describe(self.designs_path)
-        if note and note != self._warned:
-            self.warn(note)
-            self._warned = note
+        key = tuple(r.bad_lines)
+        if r.n_skipped and (r.torn_at is not None or key != self._warned):   # once per set of skips
+            self.warn(r.describe(self.designs_path))
+            self._warned = key
         return good
 
     @property
