@@ -568,8 +568,8 @@ def test_train_surrogates_too_few_labels_is_one_line(counts, flag, msg, capsys):
 
 # ----------------------------------------------------------------------------- hw, space, calibrate
 HW_CASES = [  # (backend, jobs content (None = absent, 'DIR' = a folder), out ('' = the default path), text)
-    ("spice", "REC", "", "--backend='spice' is not allowed; use one of ('analytic'"),
-    ("analytic", "REC", "", "--technology='gaas_5nm' is not allowed"),
+    ("spice", "REC", "", "--backend must be one of ('analytic', 'calibrated', 'cimloop'), got 'spice'"),
+    ("analytic", "REC", "", "--technology must be one of ('rram_32nm', 'sram_7nm'), got 'gaas_5nm'"),
     ("analytic", "NOJOBS", "", "--jobs=IN.jsonl is required"),
     ("analytic", "REC", "NOOUT", "--out=OUT.jsonl is required"),
     ("analytic", None, "", "no such file"),

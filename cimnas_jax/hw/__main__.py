@@ -39,9 +39,9 @@ def check_flags(backend_name: str, jobs: str, out: str, technology: str = "") ->
     from cimnas_jax.cli import common as C
     from cimnas_jax.hw import BACKENDS, technology_names
     if backend_name not in BACKENDS:
-        raise FlagError(f"--backend={backend_name!r} is not allowed; use one of {tuple(BACKENDS)}")
+        raise FlagError(f"--backend must be one of {tuple(BACKENDS)}, got {backend_name!r}")
     if technology and backend_name in ("analytic", "calibrated") and technology not in technology_names():
-        raise FlagError(f"--technology={technology!r} is not allowed; use one of {tuple(technology_names())}")
+        raise FlagError(f"--technology must be one of {tuple(technology_names())}, got {technology!r}")
     if not jobs:
         raise FlagError("--jobs=IN.jsonl is required (reference-format layer records, one per line)")
     if not out:
