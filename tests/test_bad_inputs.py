@@ -14,7 +14,7 @@ Cases per entry point (``CASES_PER_ENTRY_POINT``, checked by test_the_table_cove
     label                  0     40   (18 flags, 20 genome files, 2 subprocess)
     label-accuracy         0     15
     finetune               0     34   (23 flags, 7 damaged supernet folders, wrong space, 3 subprocess)
-    train-surrogates       0     36   (32 flags, 3 too-few-labels, 1 subprocess)
+    train-surrogates       0     37   (32 flags, 4 too-few-labels, 1 subprocess)
     train-supernet         0     32
     label-noise            0      1
     hw                     0     14
@@ -23,7 +23,7 @@ Cases per entry point (``CASES_PER_ENTRY_POINT``, checked by test_the_table_cove
     refine                 0     12   (plus those of tests/test_relax_cli.py)
     paper                  0     10
     unknown command        1      1
-    total                 94    300
+    total                 94    301
 """
 from __future__ import annotations
 
@@ -554,14 +554,17 @@ def test_train_surrogates_flags_rejected(over, msg, tmp_path):
 
 
 @pytest.mark.parametrize("counts, flag, msg", [
-    ((100, 0, 12, 256), "--n_labels", "--n_labels: too few labels: 100 training / 0 validation / 12 test"),
-    ((300, 30, 2, 256), "--labels_dir", "--labels_dir: too few labels"),
-    ((3, 1, 3, 4), "--accuracy_labels", "--accuracy_labels: too few labels: 3 training"),
+    ((100, 0, 12, 256, 60), "--n_labels", "--n_labels: too few labels: 100 training / 0 validation / 12 test"),
+    ((300, 30, 2, 256, 60), "--labels_dir", "--labels_dir: too few labels"),
+    ((3, 1, 3, 32, 400), "--accuracy_labels", "--accuracy_labels: too few labels: 3 training"),
+    ((50, 5, 5, 256, 1), "--n_labels", "--epochs=1 with 50 training designs (one batch) is a single optimisation step"),
 ])
 def test_train_surrogates_too_few_labels_is_one_line(counts, flag, msg, capsys):
     import cimnas_jax.cli.train_surrogates as cli
+    n_train, n_val, n_test, batch, epochs = counts
+    cli.need_labels(50, 5, 5, flag, batch, 2)                          # enough: passes
     with pytest.raises(SystemExit) as e:
-        cli.need_labels(*counts, flag)
+        cli.need_labels(n_train, n_val, n_test, flag, batch, epochs)
     err = capsys.readouterr().err
     assert e.value.code == 2 and msg in err and len(err.strip().splitlines()) == 1, err
 
@@ -754,7 +757,7 @@ CASES_PER_ENTRY_POINT = {
     "label": len(LABEL_CASES) + len(GENOME_FILE_CASES) + 2,
     "label-accuracy": len(LABEL_ACCURACY_CASES) + 1,
     "finetune": len(FINETUNE_CASES) + len(SUPERNET_DAMAGE) + 1 + 3,
-    "train-surrogates": len(TRAIN_SURROGATES_CASES) + 3 + 1,
+    "train-surrogates": len(TRAIN_SURROGATES_CASES) + 4 + 1,
     "train-supernet": len(TRAIN_SUPERNET_CASES) + 1,
     "label-noise": 1,
     "hw": len(HW_CASES) + 1,

@@ -278,8 +278,8 @@ def train_mode(sp, root, out_dir, technology):
                     "invalid_handling": "invalid or non-finite designs are excluded from regression targets; "
                                         "they train only the validity head"})
     tr, va, te = split_by_hash(h)
-    need_labels(int((tr & v).sum()), int((va & v).sum()), int((te & v).sum()), FLAGS.batch,
-                "--labels_dir" if FLAGS.labels_dir else "--n_labels")
+    need_labels(int((tr & v).sum()), int((va & v).sum()), int((te & v).sum()),
+                "--labels_dir" if FLAGS.labels_dir else "--n_labels", FLAGS.batch, FLAGS.epochs)
     print(f"hardware labels: {len(g)} designs, {v.sum()} valid; split {tr.sum()}/{va.sum()}/{te.sum()}")
     D = lambda m: {"genomes": g[m], "y": y[m], "valid": v[m]}
     variants = ["mlp", "physics"] if FLAGS.variant == "compare" else [FLAGS.variant]
@@ -356,7 +356,7 @@ def _train_accuracy(sp, out_dir):
         ok = np.isfinite(a)
         ga, ha, a = ga[ok], [x for x, o in zip(ha, ok) if o], a[ok]
         atr, ava, ate = split_by_hash(ha, 14, 2)   # 70/10/20: small sets need a bigger test split
-        need_labels(int(atr.sum()), int(ava.sum()), int(ate.sum()), 4, "--accuracy_labels")
+        need_labels(int(atr.sum()), int(ava.sum()), int(ate.sum()), "--accuracy_labels", 32, FLAGS.acc_epochs)
         acfg = TrainConfig(hidden=_ints(FLAGS.acc_hidden, "acc_hidden", allow_empty=True), members=FLAGS.members, lr=FLAGS.lr,
                            batch=min(32, int(atr.sum())), max_epochs=FLAGS.acc_epochs, patience=60, beta=1.0,
                            weight_decay=1e-2, seed=FLAGS.seed, max_seconds=FLAGS.max_minutes * 60, select="mse")
@@ -626,12 +626,16 @@ def _plot_new_node(out_dir, counts, rows, targets, kinds=KINDS):
     plt.close(fig)
 
 
-def need_labels(n_train: int, n_val: int, n_test: int, batch: int, flag: str) -> None:
-    """Refuse (one line, before training) a label set too small to fit and score an ensemble."""
-    if n_train < batch or n_val < 1 or n_test < 3:
+def need_labels(n_train: int, n_val: int, n_test: int, flag: str, batch: int = 256, epochs: int = 2) -> None:
+    """Refuse (one line, before training) a label set too small to fit and score an ensemble: fewer
+    than 8 training, 1 validation or 3 test designs (the test metrics need 3), or a schedule of a
+    single optimisation step (one batch, one epoch: optax's cosine decay would get 0 steps)."""
+    if n_train < 8 or n_val < 1 or n_test < 3:
         C.fail(f"{flag}: too few labels: {n_train} training / {n_val} validation / {n_test} test designs "
-               f"(valid); need >= {batch} (a batch), >= 1 and >= 3: give more labels"
-               + (" or a smaller --batch" if flag != "--accuracy_labels" else ""))
+               "(valid); need >= 8, >= 1 and >= 3: give more labels")
+    if max(n_train // max(min(batch, n_train), 1), 1) * epochs < 2:
+        C.fail(f"--{'acc_' if flag == '--accuracy_labels' else ''}epochs={epochs} with {n_train} training designs "
+               f"(one batch) is a single optimisation step; use >= 2 epochs")
 
 
 def check_flags(v: dict) -> None:
