@@ -19,8 +19,6 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -20,12 +20,8 @@ Compilation is timed separately (first call) and never counted in a rate.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import sys
 import time
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _timed(f, *a, repeat=3):

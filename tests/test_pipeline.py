@@ -85,13 +85,17 @@ def test_main_job_end_to_end(tmp_path):
     assert res["units"]["energy_j"] == "J" and len(res["history"]) == 4
     for f in ("report.md", "finalists.csv", "convergence.png", "finalists.png"):
         assert (out / f).stat().st_size > 0
+    no_tmp = lambda: [str(p) for p in out.rglob("*.tmp.*")]              # noqa: E731
+    assert no_tmp() == []                                                # a normal run leaves no tmp files
     # a second run into the same folder without --resume is refused, naming the flag
     r1 = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=ENV)
     assert r1.returncode != 0 and "pass --resume" in r1.stderr, r1.stderr[-2000:]
+    assert no_tmp() == []                                                # nor a handled error
     # killed runs resume: rerunning with --resume continues from the checkpoint, not from scratch
     r2 = subprocess.run(cmd[:-1] + ["--generations=6", "--resume", f"--out_dir={out}"],
                         capture_output=True, text=True, timeout=600, env=ENV)
     assert r2.returncode == 0 and "resumed from" in r2.stdout, r2.stderr[-2000:]
+    assert no_tmp() == []
 
 
 @pytest.mark.parametrize("flag, msg", [("--hw_source=x", "--hw_source='x'; allowed: analytic, surrogate"),

@@ -13,6 +13,13 @@ COMMANDS = {
     "run": ("cimnas_jax.cli.run", "the main job: search -> refine -> verify -> report"),
     "search": ("cimnas_jax.cli.search", "a search alone (GA, NSGA-II, random) with results.json/.csv and a plot"),
     "label": ("cimnas_jax.cli.label", "label designs with a hardware backend (analytic / cimloop) into a dataset folder"),
+    "label-accuracy": ("cimnas_jax.cli.label_accuracy", "label sampled designs with measured accuracy from the "
+                       "trained supernet (resumable)"),
+    "label-noise": ("cimnas_jax.cli.label_noise", "re-measure labelled designs: how much of an accuracy label is noise"),
+    "finetune": ("cimnas_jax.cli.finetune", "quantization-aware fine-tuning of one subnet from the supernet"),
+    "train-supernet": ("cimnas_jax.cli.train_supernet", "train a quantization-aware elastic supernet (resumable)"),
+    "train-surrogates": ("cimnas_jax.cli.train_surrogates", "train / ship the hardware and accuracy surrogate "
+                         "sets, or run the new-node study"),
     "hw": ("cimnas_jax.hw.__main__", "evaluate CiMLoop-format layer records (analytic / cimloop backend)"),
     "space": ("cimnas_jax.space.__main__", "describe a search space, decode sampled designs"),
     "paper": ("cimnas_jax.cli.paper", "the CIMNAS paper's experiments (mbv2_table, parameter_effects, top_designs, "

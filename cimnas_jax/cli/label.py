@@ -96,6 +96,9 @@ def check_flags(v: dict) -> None:
         raise ValueError(f"--sampler={v['sampler']!r} is not allowed; use one of {SAMPLERS}")
     if not v["out_dir"]:
         raise ValueError("--out_dir is required (the dataset folder)")
+    from cimnas_jax.cli import common as C
+    C.out_folder(v, "out_dir")
+    C.seed(v)
     if v["n"] < 0 or (v["n"] == 0 and v["sampler"] != "file"):
         raise ValueError(f"--n={v['n']} must be > 0 (0 = all, only with --sampler=file)")
     if v["sampler"] == "file" and not v["genomes_file"]:
@@ -157,34 +160,52 @@ def main(argv):
         check_flags(v)
     except ValueError as e:
         fail(str(e))
+    from cimnas_jax.label import make_genomes
+    from cimnas_jax.space import get_space
+    try:                          # a bad genome file is bad input: refused before the folder exists
+        genomes = make_genomes(get_space(v["space"]), v["sampler"], v["n"], v["seed"], v["genomes_file"])
+    except (ValueError, OSError) as e:
+        fail(f"--genomes_file={v['genomes_file']}: {e}" if v["sampler"] == "file" else f"--sampler: {e}")
     logging.set_verbosity(logging.INFO)
+    existed = os.path.isdir(v["out_dir"])
     try:
         lock = FolderLock(v["out_dir"], "cimnas-jax label")
         lock.__enter__()
     except (FolderBusy, OSError) as e:
         fail(f"--out_dir={v['out_dir']}: {e}")
     try:
-        _label(fail)
+        _label(fail, genomes)
+    except SystemExit:            # a handled error: leave no empty folder behind
+        if not existed:
+            _remove_if_empty(v["out_dir"])
+        raise
     finally:
         lock.__exit__(None, None, None)
 
 
-def _label(fail):
+def _remove_if_empty(folder: str) -> None:
+    """Remove ``folder`` if it holds nothing but its lock file (and leftover tmp files of this pid)."""
+    try:
+        names = os.listdir(folder)
+        if all(n == ".lock" or n.endswith(f".tmp.{os.getpid()}") for n in names):
+            for n in names:
+                os.unlink(os.path.join(folder, n))
+            os.rmdir(folder)
+    except OSError:
+        pass
+
+
+def _label(fail, genomes):
     from absl import logging
     import jax
     import numpy as np
 
     from cimnas_jax.cimloop import CimloopConfig
     from cimnas_jax.fileio import atomic_write_json
-    from cimnas_jax.label import (UNITS, LabelStore, design_layer_records, key_statistics,
-                                  make_genomes, run_labelling)
+    from cimnas_jax.label import UNITS, LabelStore, design_layer_records, key_statistics, run_labelling
     from cimnas_jax.space import get_space
 
     sp = get_space(FLAGS.space)
-    try:
-        genomes = make_genomes(sp, FLAGS.sampler, FLAGS.n, FLAGS.seed, FLAGS.genomes_file)
-    except (ValueError, OSError) as e:
-        fail(f"--genomes_file={FLAGS.genomes_file}: {e}")
     genomes_sha = hashlib.sha256(np.ascontiguousarray(genomes).tobytes()).hexdigest()
     store = LabelStore(FLAGS.out_dir)
 
@@ -251,7 +272,7 @@ def _label(fail):
     stats = key_statistics(design_layer_records(sp, genomes), key_config,
                            FLAGS.seconds_per_cimloop_eval)
     designs = store.read_designs()
-    stats.update(run=run, n_valid=sum(1 for d in designs if d["valid"]),
+    stats.update(run=run, n_valid=sum(1 for d in designs if d["valid"]), skipped_lines=store.skipped,
                  designs_per_hour_this_run=(3600.0 * run["n_written"] / run["wall_seconds"]
                                             if run["n_written"] else None))
     if backend_obj is not None:

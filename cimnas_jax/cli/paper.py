@@ -44,23 +44,38 @@ def parse_experiments(text):
     return names, None
 
 
+NAMES = ("experiment", "small", "tiny", "out_dir", "seeds", "verify_hw", "collect")
+
+
+def check_flags(v: dict) -> list:
+    """Validate flag values before any work; returns the experiment names (FlagError otherwise)."""
+    from cimnas_jax.cli.common import FlagError
+    names, err = parse_experiments(v["experiment"])
+    if err:
+        raise FlagError(err)
+    if v["small"] and v["tiny"]:
+        raise FlagError("--small and --tiny exclude each other: pick one scale (neither = the full settings)")
+    if not isinstance(v["seeds"], int) or v["seeds"] < 0:
+        raise FlagError(f"--seeds={v['seeds']} must be an integer >= 0 (0 = the scale's default)")
+    if v["verify_hw"] not in VERIFY_HW:
+        raise FlagError(f"--verify_hw={v['verify_hw']!r}; allowed: '' (the experiment's default), analytic, auto, "
+                        "cimloop")
+    if not v["out_dir"]:
+        raise FlagError("--out_dir is required (each experiment writes <out_dir>/<experiment>/)")
+    if os.path.exists(v["out_dir"]) and not os.path.isdir(v["out_dir"]):
+        raise FlagError(f"--out_dir={v['out_dir']} is a file, not a folder")
+    if v["collect"] and not os.path.isdir(v["out_dir"]):
+        raise FlagError(f"--collect needs finished experiments in --out_dir={v['out_dir']}, which does not exist")
+    return names
+
+
 def main(argv):
     from absl import logging
-    from cimnas_jax.cli.common import fail, log
+    from cimnas_jax.cli.common import check_or_fail, fail, log
     logging.set_verbosity(logging.WARNING)          # orbax logs every checkpoint at INFO
     if len(argv) > 1:
         fail(f"unexpected arguments {argv[1:]}; flags are --name=value")
-    names, err = parse_experiments(FLAGS.experiment)
-    if err:
-        fail(err)
-    if FLAGS.small and FLAGS.tiny:
-        fail("--small and --tiny exclude each other: pick one scale (neither = the full settings)")
-    if FLAGS.seeds < 0:
-        fail(f"--seeds={FLAGS.seeds} must be an integer >= 0 (0 = the scale's default)")
-    if FLAGS.verify_hw not in VERIFY_HW:
-        fail(f"--verify_hw={FLAGS.verify_hw!r}; allowed: '' (the experiment's default), analytic, auto, cimloop")
-    if os.path.exists(FLAGS.out_dir) and not os.path.isdir(FLAGS.out_dir):
-        fail(f"--out_dir={FLAGS.out_dir} is a file, not a folder")
+    names = check_or_fail(check_flags, {n: FLAGS[n].value for n in NAMES})
     if FLAGS.collect:
         from cimnas_jax.paper.collect import collect
         try:

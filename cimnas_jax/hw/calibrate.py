@@ -20,7 +20,7 @@ from cimnas_jax.fileio import atomic_write_json
 from cimnas_jax.hw.tech import ADC_PLUG_IN, INIT
 from cimnas_jax.vocab import GLB_WORD_BYTES
 
-SHARED = Path(__file__).resolve().parents[3] / "shared"
+SHARED = Path(os.environ.get("CIMNAS_SHARED", Path(__file__).resolve().parents[3] / "shared"))
 REFERENCE = {"rram_32nm": SHARED / "cimloop_reference", "sram_7nm": SHARED / "cimloop_reference_sram7nm"}
 TECH_META = {
     "rram_32nm": {"node_nm": 32.0, "cell": {"type": "RRAM", "area_m2": 4.9152e-14, "max_bits_per_cell": 8},
@@ -42,10 +42,14 @@ REG_KEYS = ("row_pulse_exp", "row_ib_exp", "ibuf_ib_exp", "ibuf_ct_exp", "obuf_r
 NOT_FITTED = ("ok_theta",) + tuple(ADC_PLUG_IN)
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("tech", "rram_32nm", "technology to calibrate: rram_32nm or sram_7nm")
-flags.DEFINE_integer("steps", 1500, "optax Adam steps (then L-BFGS polishing)")
-flags.DEFINE_integer("lbfgs_steps", 400, "optax L-BFGS steps after Adam")
-flags.DEFINE_string("out", "", "output JSON (default cimnas_jax/hw/tech/<tech>.json)")
+
+
+def define_flags():
+    """Define this command's flags (before parsing; see cimnas_jax.cli.run_command)."""
+    flags.DEFINE_string("tech", "rram_32nm", "technology to calibrate: rram_32nm or sram_7nm")
+    flags.DEFINE_integer("steps", 1500, "optax Adam steps (then L-BFGS polishing)")
+    flags.DEFINE_integer("lbfgs_steps", 400, "optax L-BFGS steps after Adam")
+    flags.DEFINE_string("out", "", "output JSON (default cimnas_jax/hw/tech/<tech>.json)")
 
 
 def load_jsonl(p):
@@ -317,14 +321,29 @@ def print_table(name, m, log=print):
         f"{100 * m['layer_ok_agreement_all_records']:.1f}% of all reference records")
 
 
+def check_flags(v: dict) -> None:
+    """Validate flag values (tech, steps, lbfgs_steps, out) and that the reference data is there, before
+    any fitting; raises FlagError naming the flag and what is allowed (or what data is needed)."""
+    from cimnas_jax.cli import common as C
+    C.choice(v, "tech", tuple(sorted(REFERENCE)))
+    C.integer(v, "steps", 1)
+    C.integer(v, "lbfgs_steps", 0)
+    if v["out"]:
+        C.out_file(v, "out")
+    ref = REFERENCE[v["tech"]] / "layers.jsonl"
+    if not ref.is_file():
+        raise C.FlagError(f"--tech={v['tech']} needs the CiMLoop reference records {ref} (the read-only ../shared "
+                          "folder, not part of a fresh clone; set CIMNAS_SHARED=<folder holding it>)")
+
+
 def main(argv):
-    del argv
-    if FLAGS.tech not in REFERENCE:
-        raise app.UsageError(f"--tech must be one of {sorted(REFERENCE)}, got {FLAGS.tech!r}")
-    if FLAGS.steps < 1:
-        raise app.UsageError("--steps must be >= 1")
+    from cimnas_jax.cli.common import check_or_fail, fail
+    if len(argv) > 1:
+        fail(f"unexpected arguments {argv[1:]}; flags are --name=value")
+    check_or_fail(check_flags, {n: FLAGS[n].value for n in ("tech", "steps", "lbfgs_steps", "out")})
     calibrate(FLAGS.tech, FLAGS.steps, FLAGS.out or None, lbfgs_steps=FLAGS.lbfgs_steps)
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

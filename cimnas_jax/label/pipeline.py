@@ -282,4 +282,4 @@ def run_labelling(sp, genomes, store: LabelStore, backend: str = "analytic",
         if sleep_per_chunk_s:
             time.sleep(sleep_per_chunk_s)
     return {"n_designs": n, "n_skipped_resume": len(done), "n_written": written,
-            "wall_seconds": time.perf_counter() - t0}
+            "n_lines_skipped_corrupt": store.n_skipped, "wall_seconds": time.perf_counter() - t0}

@@ -51,7 +51,20 @@ def _rows_to_genomes(sp, rows) -> np.ndarray:
             else:
                 raise ValueError(f"genomes file row {i}: a dict needs a 'genome' list or one "
                                  f"column of physical values per gene name ({names[0]}, ...)")
-        out.append([int(float(x)) for x in r])
+        if not isinstance(r, (list, tuple)):
+            raise ValueError(f"genomes file row {i}: expected a list of {sp.n_genes} gene indices, got {str(r)[:40]}")
+        vals = []
+        for x in r:
+            try:
+                f = float(x)
+            except (TypeError, ValueError):
+                f = float("nan")
+            if not np.isfinite(f) or f != round(f):
+                raise ValueError(f"genomes file row {i}: gene value {x!r} is not an integer index")
+            vals.append(int(f))
+        if len(vals) != sp.n_genes:
+            raise ValueError(f"genomes file row {i}: {len(vals)} genes; expected rows of {sp.n_genes} gene indices")
+        out.append(vals)
     g = np.asarray(out, dtype=np.int32)
     if g.ndim != 2 or g.shape[1] != sp.n_genes:
         raise ValueError(f"genomes file: expected rows of {sp.n_genes} gene indices, "
@@ -59,23 +72,57 @@ def _rows_to_genomes(sp, rows) -> np.ndarray:
     return g
 
 
+def _genome_cell(text, path, line):
+    """A CSV ``genome`` cell: a JSON list, or gene indices separated by spaces (as search's results.csv)."""
+    text = (text or "").strip()
+    if text.startswith("["):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: line {line}: genome cell is not a JSON list ({e})") from None
+    return text.replace(",", " ").split()
+
+
 def read_genomes(sp, path: str) -> np.ndarray:
     """int32[N, G] from .npy, .json (list of genomes, {"genomes"|"designs": [...]}, records
     with a "genome" index list, or per-gene physical values) or .csv (a ``genome`` column
-    holding a JSON index list, else one column of physical values per gene name, as
+    holding a JSON index list or space-separated indices, else one column of physical values per gene name, as
     experiments/search.py writes). Checked with ``sp.check``."""
     if not os.path.exists(path):
         raise ValueError(f"--genomes_file {path!r} does not exist")
+    if os.path.isdir(path):
+        raise ValueError(f"--genomes_file {path!r} is a folder, not a file")
+    try:
+        g = _read_rows(sp, path)
+    except (TypeError, KeyError, IndexError, EOFError, OverflowError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not a genomes file ({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}); "
+                         f"expected rows of {sp.n_genes} gene indices") from None
+    sp.check(g)
+    return g
+
+
+def _read_rows(sp, path: str) -> np.ndarray:
     ext = os.path.splitext(path)[1].lower()
     if ext == ".npy":
-        g = np.load(path).astype(np.int32)
-        rows = g.tolist()
+        try:
+            a = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            raise ValueError(f"{path}: not a genomes file (not a readable .npy array: {e})") from None
+        if a.dtype.kind not in "iub":
+            if a.dtype.kind != "f" or not np.all(np.isfinite(a)) or not np.all(a == np.round(a)):
+                raise ValueError(f"{path}: genes must be integer indices (got dtype {a.dtype} with non-integer "
+                                 "or non-finite values)")
+        rows = a.astype(np.int64).tolist()
     elif ext in (".json", ".jsonl"):
         with open(path) as f:
-            if ext == ".jsonl":
-                data = [json.loads(line) for line in f if line.strip()]
-            else:
-                data = json.load(f)
+            try:
+                if ext == ".jsonl":
+                    data = [json.loads(line) for line in f if line.strip()]
+                else:
+                    data = json.load(f)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}: not valid JSON{' lines' if ext == '.jsonl' else ''} ({e}); a .json "
+                                 "file holds one list of genomes, a .jsonl file one genome per line") from None
         if isinstance(data, dict):
             for key in ("genomes", "population", "pareto_genomes", "designs"):
                 if key in data:
@@ -87,14 +134,14 @@ def read_genomes(sp, path: str) -> np.ndarray:
     elif ext == ".csv":
         with open(path, newline="") as f:
             reader = csv.DictReader(f)
-            rows = [({"genome": json.loads(r["genome"])} if "genome" in r else r)
-                    for r in reader]
+            rows = [({"genome": _genome_cell(r["genome"], path, i + 2)} if "genome" in r else r)
+                    for i, r in enumerate(reader)]
     else:
         raise ValueError(f"--genomes_file {path!r}: extension must be .npy, .json, .jsonl "
                          f"or .csv")
-    g = _rows_to_genomes(sp, rows)
-    sp.check(g)
-    return g
+    if not isinstance(rows, list) or not rows:
+        raise ValueError(f"{path}: no genomes (expected a non-empty list of rows of {sp.n_genes} gene indices)")
+    return _rows_to_genomes(sp, rows)
 
 
 def make_genomes(sp, sampler: str, n: int, seed: int, genomes_file: str | None = None):

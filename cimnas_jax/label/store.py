@@ -2,8 +2,9 @@
 
 - ``designs.jsonl``: one JSON line per completed design (its per-layer labels inside),
   appended and fsync'ed per chunk. On restart a torn last line (killed mid-write) is cut
-  off and designs already present (index + canonical hash) are skipped, so nothing is
-  lost or duplicated.
+  off, a corrupt line elsewhere is skipped (its design is labelled again; every good line
+  after it is kept), both counted in ``skipped`` with one warning line, and designs already
+  present (index + canonical hash) are skipped, so nothing is lost or duplicated.
 - ``manifest.json``: backend, configuration, versions, seed, command, units (atomic write).
 - ``designs.csv`` / ``layers.csv``: flat exports written atomically at the end.
 """
@@ -13,9 +14,10 @@ import csv
 import io
 import json
 import os
+import sys
 from typing import Iterable, Mapping
 
-from cimnas_jax.fileio import atomic_write
+from cimnas_jax.fileio import atomic_write, parse_jsonl
 
 UNITS = {
     "energy_j": "J", "latency_s": "s", "area_mm2": "mm^2", "edap_j_s_mm2": "J*s*mm^2",
@@ -42,11 +44,15 @@ LAYER_CSV_FIELDS = ("design_index", "design_hash", "index", "name", "kind", "C",
 class LabelStore:
     """Append-only design labels in ``out_dir`` with resume support."""
 
-    def __init__(self, out_dir: str):
+    def __init__(self, out_dir: str, warn=None):
         self.out_dir = out_dir
         os.makedirs(out_dir, exist_ok=True)
         self.designs_path = os.path.join(out_dir, "designs.jsonl")
         self.manifest_path = os.path.join(out_dir, "manifest.json")
+        self.warn = warn or (lambda line: print(line, file=sys.stderr, flush=True))
+        # lines skipped on reading designs.jsonl: corrupt line numbers, and truncated last lines cut off
+        self.skipped = {"corrupt_lines": [], "truncated_last_lines_cut": 0}
+        self._warned = None
 
     # -- manifest -----------------------------------------------------------------
     def read_manifest(self) -> dict | None:
@@ -60,33 +66,40 @@ class LabelStore:
 
     # -- designs ------------------------------------------------------------------
     def load_done(self) -> dict:
-        """{index: hash} of complete lines; cuts a torn trailing line off the file."""
-        done = {}
+        """{index: hash} of complete lines. A corrupt line is skipped (counted in ``skipped``, one
+        warning line), never the good lines after it; a torn trailing line is cut off the file."""
+        return {int(d["index"]): d["hash"] for d in self._read()}
+
+    def _read(self) -> list[dict]:
         if not os.path.exists(self.designs_path):
-            return done
-        good_end = 0
+            return []
         with open(self.designs_path, "rb") as f:
             data = f.read()
-        pos = 0
-        while pos < len(data):
-            nl = data.find(b"\n", pos)
-            if nl < 0:
-                break  # torn last line: no newline
-            try:
-                d = json.loads(data[pos:nl])
-            except json.JSONDecodeError:
-                break
-            idx = int(d["index"])
-            if idx in done:
+        r = parse_jsonl(data, required=("index", "hash"),
+                        accept=lambda d: isinstance(d["index"], int) and isinstance(d["hash"], str))
+        good, seen = [], set()
+        for d in r.records:
+            idx = d["index"]
+            if idx in seen:
                 raise ValueError(f"{self.designs_path}: design index {idx} appears twice")
-            done[idx] = d["hash"]
-            pos = good_end = nl + 1
-        if good_end < len(data):
+            seen.add(idx)
+            good.append(d)
+        if r.torn_at is not None:          # cut it off, so the next append starts on a fresh line
             with open(self.designs_path, "r+b") as f:
-                f.truncate(good_end)
+                f.truncate(r.torn_at)
                 f.flush()
                 os.fsync(f.fileno())
-        return done
+            self.skipped["truncated_last_lines_cut"] += 1
+        self.skipped["corrupt_lines"] = list(r.bad_lines)
+        key = tuple(r.bad_lines)
+        if r.n_skipped and (r.torn_at is not None or key != self._warned):   # once per set of skips
+            self.warn(r.describe(self.designs_path))
+            self._warned = key
+        return good
+
+    @property
+    def n_skipped(self) -> int:
+        return len(self.skipped["corrupt_lines"]) + self.skipped["truncated_last_lines_cut"]
 
     def append(self, designs: Iterable[Mapping]) -> None:
         """Append complete design lines and fsync before returning."""
@@ -99,12 +112,8 @@ class LabelStore:
             os.fsync(f.fileno())
 
     def read_designs(self) -> list[dict]:
-        self.load_done()
-        if not os.path.exists(self.designs_path):
-            return []
-        with open(self.designs_path) as f:
-            return sorted((json.loads(line) for line in f if line.strip()),
-                          key=lambda d: d["index"])
+        """The good design lines, by index (corrupt lines skipped, see ``load_done``)."""
+        return sorted(self._read(), key=lambda d: int(d["index"]))
 
     def export_csv(self) -> tuple[str, str]:
         """designs.csv and layers.csv from designs.jsonl (atomic)."""

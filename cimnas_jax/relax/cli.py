@@ -24,35 +24,40 @@ import time
 from absl import app, flags, logging
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("input", "", "results.json of experiments/search.py or experiments/cimnas.py (required)")
-flags.DEFINE_string("output", "", "output JSON path (default: refined.json next to --input)")
-flags.DEFINE_string("space", "", "space ('' = the input's config.space)")
-flags.DEFINE_string("hw_source", "", "hardware scores: analytic | surrogate ('' = the input's, else analytic)")
-flags.DEFINE_string("accuracy_source", "", "accuracy: surrogate | constant ('' = the input's; "
-                    "experiments/search.py runs are constant)")
-flags.DEFINE_float("accuracy_value", -1.0, "value of a constant accuracy in (0, 1] (-1 = the input's, else 1)")
-flags.DEFINE_string("surrogate_dir", "", "surrogate set folder ('' = the shipped one)")
-flags.DEFINE_string("objective", "", "single objective ('' = the input's config.objective, else "
-                    "edap_per_accuracy); priority / weighted_sum need --coefficients and --bounds")
-flags.DEFINE_string("coefficients", "", "priority / weighted_sum: term=value,...")
-flags.DEFINE_string("bounds", "", "priority / weighted_sum: term=lo:hi,...")
-flags.DEFINE_float("area_limit_mm2", -1.0, "area limit mm^2 (0 = off, -1 = the input's)")
-flags.DEFINE_float("accuracy_floor", -1.0, "accuracy floor in (0, 1] (0 = off, -1 = the input's)")
-flags.DEFINE_string("capacity", "", "require weights to fit: true | false ('' = the input's, else true)")
-flags.DEFINE_integer("top", 0, "designs of the input used as starts (0 = --candidates)")
-flags.DEFINE_bool("uniform", False, "start from uniform logits instead of the input's designs")
-flags.DEFINE_integer("steps", 60, "gradient steps (>= 0; 0 = only re-score the starts)")
-flags.DEFINE_integer("candidates", 16, "candidates refined at once (>= 1)")
-flags.DEFINE_float("lr", 0.1, "Adam learning rate on the logits (> 0)")
-flags.DEFINE_float("tau_start", 1.0, "Gumbel-softmax temperature at the first step (> 0)")
-flags.DEFINE_float("tau_end", 0.2, "temperature at the last step (> 0)")
-flags.DEFINE_string("tau_schedule", "exponential", "exponential | linear | constant")
-flags.DEFINE_bool("hard", True, "straight-through one-hot samples (false: relaxed samples)")
-flags.DEFINE_integer("samples", 1, "Gumbel samples per candidate and step (>= 1)")
-flags.DEFINE_float("init_peak", 3.0, "start logit on each start's choices (>= 0)")
-flags.DEFINE_float("penalty", 10.0, "weight of the relative constraint violation in the loss (>= 0)")
-flags.DEFINE_integer("eval_every", 10, "gradient steps between exact scorings (>= 1)")
-flags.DEFINE_integer("seed", 0, "PRNG seed of the Gumbel noise")
+
+
+def define_flags():
+    """Define this command's flags (before parsing; see cimnas_jax.cli.run_command)."""
+    flags.DEFINE_string("input", "", "results.json of experiments/search.py or experiments/cimnas.py (required)")
+    flags.DEFINE_string("output", "", "output JSON path (default: refined.json next to --input)")
+    flags.DEFINE_string("space", "", "space ('' = the input's config.space)")
+    flags.DEFINE_string("hw_source", "", "hardware scores: analytic | surrogate ('' = the input's, else analytic)")
+    flags.DEFINE_string("accuracy_source", "", "accuracy: surrogate | constant ('' = the input's; "
+                        "experiments/search.py runs are constant)")
+    flags.DEFINE_float("accuracy_value", -1.0, "value of a constant accuracy in (0, 1] (-1 = the input's, else 1)")
+    flags.DEFINE_string("surrogate_dir", "", "surrogate set folder ('' = the shipped one)")
+    flags.DEFINE_string("objective", "", "single objective ('' = the input's config.objective, else "
+                        "edap_per_accuracy); priority / weighted_sum need --coefficients and --bounds")
+    flags.DEFINE_string("coefficients", "", "priority / weighted_sum: term=value,...")
+    flags.DEFINE_string("bounds", "", "priority / weighted_sum: term=lo:hi,...")
+    flags.DEFINE_float("area_limit_mm2", -1.0, "area limit mm^2 (0 = off, -1 = the input's)")
+    flags.DEFINE_float("accuracy_floor", -1.0, "accuracy floor in (0, 1] (0 = off, -1 = the input's)")
+    flags.DEFINE_string("capacity", "", "require weights to fit: true | false ('' = the input's, else true)")
+    flags.DEFINE_integer("top", 0, "designs of the input used as starts (0 = --candidates)")
+    flags.DEFINE_bool("uniform", False, "start from uniform logits instead of the input's designs")
+    flags.DEFINE_integer("steps", 60, "gradient steps (>= 0; 0 = only re-score the starts)")
+    flags.DEFINE_integer("candidates", 16, "candidates refined at once (>= 1)")
+    flags.DEFINE_float("lr", 0.1, "Adam learning rate on the logits (> 0)")
+    flags.DEFINE_float("tau_start", 1.0, "Gumbel-softmax temperature at the first step (> 0)")
+    flags.DEFINE_float("tau_end", 0.2, "temperature at the last step (> 0)")
+    flags.DEFINE_string("tau_schedule", "exponential", "exponential | linear | constant")
+    flags.DEFINE_bool("hard", True, "straight-through one-hot samples (false: relaxed samples)")
+    flags.DEFINE_integer("samples", 1, "Gumbel samples per candidate and step (>= 1)")
+    flags.DEFINE_float("init_peak", 3.0, "start logit on each start's choices (>= 0)")
+    flags.DEFINE_float("penalty", 10.0, "weight of the relative constraint violation in the loss (>= 0)")
+    flags.DEFINE_integer("eval_every", 10, "gradient steps between exact scorings (>= 1)")
+    flags.DEFINE_integer("seed", 0, "PRNG seed of the Gumbel noise")
+
 
 NAMES = ("input", "output", "space", "hw_source", "accuracy_source", "accuracy_value", "surrogate_dir",
          "objective", "coefficients", "bounds", "area_limit_mm2", "accuracy_floor", "capacity", "top",
@@ -174,6 +179,12 @@ def resolve(v: dict, data: dict) -> dict:
         raise FlagError(f"--accuracy_source=surrogate: the surrogate set for {sp.name} has no accuracy "
                         "model; use --accuracy_source=constant")
     output = v["output"] or os.path.join(os.path.dirname(os.path.abspath(v["input"])), "refined.json")
+    from cimnas_jax.cli import common as C
+    try:
+        C.seed(v)
+        C.out_file({"output": output}, "output")
+    except C.FlagError as e:
+        raise FlagError(str(e)) from None
     return dict(space=sp, hw_source=hw, accuracy_source=acc, accuracy_value=acc_value, objective=objective,
                 config=config, starts=starts, output=output)
 
@@ -211,14 +222,16 @@ def design_rows(sp, fitness, objective, genomes) -> list[dict]:
 
 
 def main(argv):
-    del argv
+    from cimnas_jax.cli.common import fail
     logging.set_verbosity(logging.WARNING)
     v = {n: FLAGS[n].value for n in NAMES}
+    if len(argv) > 1:
+        fail(f"unexpected arguments {argv[1:]}; flags are --name=value")
     try:
         data = read_input(v["input"])
         s = resolve(v, data)
     except FlagError as e:
-        raise app.UsageError(str(e))
+        fail(str(e))
 
     import jax
     from cimnas_jax.fileio import atomic_write_json
@@ -280,6 +293,7 @@ def main(argv):
 
 
 def run():
+    define_flags()
     app.run(main)
 
 

@@ -39,6 +39,11 @@ def write(out_dir, designs: list, manifest: dict, stats: dict) -> Path:
     if run:
         lines.append(f"- this run: {run.get('n_written', 0)} designs written, {run.get('n_skipped_resume', 0)} "
                      f"already present (resumed), {fmt(run.get('wall_seconds'), '.1f')} s")
+    sk = stats.get("skipped_lines") or {}
+    if sk.get("corrupt_lines") or sk.get("truncated_last_lines_cut"):
+        lines.append(f"- **skipped on reading designs.jsonl**: {len(sk.get('corrupt_lines', []))} corrupt line(s) "
+                     f"(line numbers {sk.get('corrupt_lines', [])[:10]}) and {sk.get('truncated_last_lines_cut', 0)} "
+                     "truncated last line(s) cut off; their designs were labelled again")
     if "cache_hit_rate" in stats:
         lines.append(f"- distinct layer evaluations {stats.get('unique_evaluations')} for "
                      f"{stats.get('layer_calls_cimnas')} layer calls (CIMNAS makes one per layer per design): "

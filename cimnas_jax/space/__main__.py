@@ -12,10 +12,15 @@ import time
 
 from absl import app, flags
 
-_SPACE = flags.DEFINE_string("space", "mbv2_rram", "search space name")
-_DESCRIBE = flags.DEFINE_bool("describe", False, "print the gene table and the space sizes")
-_SAMPLE = flags.DEFINE_integer("sample", 0, "print this many random designs, decoded, as JSON")
-_SEED = flags.DEFINE_integer("seed", 0, "PRNG seed for --sample")
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """Define this command's flags (before parsing; see cimnas_jax.cli.run_command)."""
+    flags.DEFINE_string("space", "mbv2_rram", "search space name")
+    flags.DEFINE_bool("describe", False, "print the gene table and the space sizes")
+    flags.DEFINE_integer("sample", 0, "print this many random designs, decoded, as JSON")
+    flags.DEFINE_integer("seed", 0, "PRNG seed for --sample")
 
 
 def describe(sp) -> str:
@@ -61,21 +66,31 @@ def sample_json(sp, n: int, seed: int) -> list[dict]:
     return out
 
 
+def check_flags(v: dict) -> None:
+    """Validate space / describe / sample / seed; raises FlagError naming the flag and what is allowed."""
+    from cimnas_jax.cli import common as C
+    from cimnas_jax.space import space_names
+    if v["space"] not in space_names():
+        raise C.FlagError(f"--space={v['space']!r} is unknown; allowed: {', '.join(space_names())}")
+    C.integer(v, "sample", 0, 100000)
+    C.seed(v)
+    if not v["describe"] and v["sample"] == 0:
+        raise C.FlagError("nothing to do: pass --describe and/or --sample=N (N >= 1)")
+
+
 def main(argv):
-    del argv
-    from cimnas_jax.space import get_space, space_names
-    if _SPACE.value not in space_names():
-        raise app.UsageError(f"--space={_SPACE.value!r} is unknown; allowed: {', '.join(space_names())}")
-    if _SAMPLE.value < 0:
-        raise app.UsageError(f"--sample must be >= 0, got {_SAMPLE.value}")
-    if not _DESCRIBE.value and _SAMPLE.value == 0:
-        raise app.UsageError("nothing to do: pass --describe and/or --sample=N")
-    sp = get_space(_SPACE.value)
-    if _DESCRIBE.value:
+    from cimnas_jax.cli.common import check_or_fail, fail
+    from cimnas_jax.space import get_space
+    if len(argv) > 1:
+        fail(f"unexpected arguments {argv[1:]}; flags are --name=value")
+    check_or_fail(check_flags, dict(space=FLAGS.space, describe=FLAGS.describe, sample=FLAGS.sample,
+                                    seed=FLAGS.seed))
+    sp = get_space(FLAGS.space)
+    if FLAGS.describe:
         print(describe(sp))
-    if _SAMPLE.value:
+    if FLAGS.sample:
         t = time.perf_counter()
-        designs = sample_json(sp, _SAMPLE.value, _SEED.value)
+        designs = sample_json(sp, FLAGS.sample, FLAGS.seed)
         text = json.dumps(designs, indent=1)
         # one genome per line keeps the file readable
         text = re.sub(r'"genome": \[[^\]]*\]', lambda m: re.sub(r"\s+", "", m.group(0)).replace(":", ": "), text)
@@ -84,4 +99,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
