@@ -22,6 +22,8 @@ COMMANDS = {
                          "sets, or run the new-node study"),
     "hw": ("cimnas_jax.hw.__main__", "evaluate CiMLoop-format layer records (analytic / cimloop backend)"),
     "space": ("cimnas_jax.space.__main__", "describe a search space, decode sampled designs"),
+    "refine": ("cimnas_jax.relax.cli", "gradient refinement (Gumbel-softmax) of a saved search output"),
+    "calibrate": ("cimnas_jax.hw.calibrate", "refit a technology's analytic model to the CiMLoop reference records"),
     "paper": ("cimnas_jax.cli.paper", "the CIMNAS paper's experiments (mbv2_table, parameter_effects, top_designs, "
               "priority, resnet50_sram7nm, pareto)"),
 }
