@@ -425,3 +425,18 @@ def test_model_parts_by_hand(tech):
         np.testing.assert_array_equal(lm["energy_j"][k], en[k])
     np.testing.assert_array_equal(lm["cycles"], m.cycles)
     np.testing.assert_array_equal(lm["ok"], model.layer_fits(tech, a, H))
+
+
+def test_shipped_example_jobs_evaluate_ok_at_their_own_technology():
+    """The example jobs file the README points to (package data) evaluates without an error record,
+    each record at the technology it names (32 nm RRAM and 7 nm SRAM layers)."""
+    from importlib import resources
+    import cimnas_jax.assets as assets
+    p = resources.files(assets) / "examples" / "hw_jobs.jsonl"
+    recs = [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+    assert len(recs) == 10 and {r["hw"]["technology_nm"] for r in recs} == {32, 7}
+    out = get_backend("analytic").evaluate_records(recs)
+    assert [r["status"] for r in out] == ["ok"] * 10, [r.get("error") for r in out]
+    for r in out:
+        res = r["result"]   # the reference records' field names (energy_J, area_m2_total)
+        assert res["energy_J"] > 0 and res["latency_s"] > 0 and res["area_m2_total"] > 0
