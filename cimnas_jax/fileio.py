@@ -140,3 +140,26 @@ class FolderLock:
             fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
             self._fh.close()
             self._fh = None
+
+
+def replace_folder(tmp, path, replaced) -> Path:
+    """Move the finished folder ``tmp`` into place at ``path`` (same parent; a rename, so readers see
+    the old or the new folder, never a mix). Files of an existing ``path`` whose names are not in
+    ``replaced`` (a README, figures) are carried over into the new folder; ``tmp`` is gone after."""
+    import shutil
+    tmp, path = Path(tmp), Path(path)
+    try:
+        if path.exists():
+            for extra in path.iterdir():
+                if extra.name not in replaced:
+                    shutil.move(str(extra), tmp / extra.name)
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path

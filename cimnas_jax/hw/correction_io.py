@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cimnas_jax.fileio import replace_folder
 from cimnas_jax.hw import correction as C
 from cimnas_jax.hw.tech import TECH_DIR, load_technology
 from cimnas_jax.vocab import RecordError, resolve_technology
@@ -189,20 +190,10 @@ def save_correction(path, corr: C.Correction, manifest: dict) -> Path:
     try:
         (tmp / "params.msgpack").write_bytes(serialization.msgpack_serialize(tree))
         (tmp / "manifest.json").write_text(json.dumps(man, indent=1, default=float) + "\n")
-        if path.exists():
-            for extra in path.iterdir():   # keep other files (README) of an existing folder
-                if extra.name not in ("params.msgpack", "manifest.json"):
-                    shutil.move(str(extra), tmp / extra.name)
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    finally:
+    except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-    return path
+        raise
+    return replace_folder(tmp, path, ("params.msgpack", "manifest.json"))   # keeps a README
 
 
 def correction_path(technology: str) -> Path:

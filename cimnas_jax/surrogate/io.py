@@ -7,16 +7,17 @@ Loading checks the space name, gene count and choices hash and raises ``Surrogat
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
 
 import jax
+
 import jax.numpy as jnp
 import numpy as np
 
 from cimnas_jax.assets import asset_path
+from cimnas_jax.fileio import replace_folder
 from cimnas_jax.surrogate import features as F
 from cimnas_jax.surrogate.model import Ensemble, SurrogateSet, check_genomes, predict
 
@@ -52,21 +53,11 @@ def save_set(path, sset: SurrogateSet, space, manifest: dict) -> Path:
     try:
         ocp.PyTreeCheckpointer().save(tmp / "checkpoint", tree)
         (tmp / "manifest.json").write_text(json.dumps(man, indent=1, default=_json_default) + "\n")
-        if path.exists():
-            # keep non-model files (README, PNGs) of an existing set; replace model files
-            for extra in path.iterdir():
-                if extra.name not in ("checkpoint", "manifest.json"):
-                    shutil.move(str(extra), tmp / extra.name)
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    finally:
+    except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-    return path
+        raise
+    # keep non-model files (README, PNGs) of an existing set; replace model files
+    return replace_folder(tmp, path, ("checkpoint", "manifest.json"))
 
 
 def _json_default(o):
