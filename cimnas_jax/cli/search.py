@@ -19,6 +19,8 @@ from types import SimpleNamespace
 
 from absl import flags
 
+from cimnas_jax.cli.common import FlagError
+
 FITNESSES = ("analytic", "surrogate", "calibrated", "linear", "mlp")
 ACCURACIES = ("constant", "surrogate")
 CROSSOVERS = ("uniform", "group", "none")
@@ -104,8 +106,6 @@ NAMES = ("space", "algorithm", "objective", "coefficients", "bounds", "area_limi
          "archive_size", "rng_impl", "top", "checkpoint_dir", "output_dir", "resume")
 
 
-class FlagError(ValueError):
-    """A flag value outside what is allowed; the message names the flag."""
 
 
 def check_flags(v: dict):

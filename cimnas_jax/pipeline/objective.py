@@ -19,6 +19,19 @@ def _kv(text: str, flag: str) -> dict:
     return out
 
 
+def parse_weights(coefficients: str, bounds: str) -> tuple[dict | None, dict | None]:
+    """``--coefficients=term=w,...`` and ``--bounds=term=lo:hi,...`` of the priority / weighted-sum
+    objectives as ({term: w} or None, {term: (lo, hi)} or None); ConfigError naming the flag, and
+    ValueError for a number that does not parse (the caller names the objective)."""
+    coefs = {k: float(x) for k, x in _kv(coefficients, "coefficients").items()}
+    out = {}
+    for k, x in _kv(bounds, "bounds").items():
+        if ":" not in x:
+            raise ConfigError(f"--bounds: expected term=lo:hi, got {k}={x}")
+        out[k] = tuple(float(t) for t in x.split(":"))
+    return coefs or None, out or None
+
+
 def objective_name(cfg) -> str:
     """The objective named by the configuration, or the algorithm's default."""
     from cimnas_jax.search import algorithm_entry
@@ -51,13 +64,8 @@ def build_objective(cfg):
         if multi:
             obj = Objective.multi(name, cons)
         else:
-            coefs = {k: float(x) for k, x in _kv(cfg.coefficients, "coefficients").items()}
-            bounds = {}
-            for k, x in _kv(cfg.bounds, "bounds").items():
-                if ":" not in x:
-                    raise ConfigError(f"--bounds: expected term=lo:hi, got {k}={x}")
-                bounds[k] = tuple(float(t) for t in x.split(":"))
-            obj = Objective.single(name, cons, coefs or None, bounds or None)
+            coefs, bounds = parse_weights(cfg.coefficients, cfg.bounds)
+            obj = Objective.single(name, cons, coefs, bounds)
     except ConfigError:
         raise
     except ValueError as e:

@@ -23,6 +23,10 @@ import time
 
 from absl import app, flags, logging
 
+from cimnas_jax.cli.common import FlagError  # noqa: F401  (one FlagError for every command)
+from cimnas_jax.pipeline.config import ConfigError
+from cimnas_jax.pipeline.objective import parse_weights
+
 FLAGS = flags.FLAGS
 
 
@@ -67,18 +71,6 @@ HW_SOURCES = ("analytic", "surrogate")
 ACCURACY_SOURCES = ("surrogate", "constant")
 
 
-class FlagError(ValueError):
-    """A flag value outside what is allowed, or an input file that cannot be used."""
-
-
-def _kv(text, flag):
-    out = {}
-    for part in filter(None, text.split(",")):
-        if "=" not in part:
-            raise FlagError(f"--{flag}: expected term=value pairs, got {part!r}")
-        k, v = part.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
 
 
 def read_input(path: str) -> dict:
@@ -143,15 +135,9 @@ def resolve(v: dict, data: dict) -> dict:
     cons = Constraints(capacity=capacity, area_limit_mm2=area or None, accuracy_floor=floor or None)
     name = v["objective"] or cfg.get("objective") or "edap_per_accuracy"
     try:
-        coefs = {k: float(x) for k, x in _kv(v["coefficients"], "coefficients").items()}
-        bounds = {}
-        for k, x in _kv(v["bounds"], "bounds").items():
-            if ":" not in x:
-                raise FlagError(f"--bounds: expected term=lo:hi, got {k}={x}")
-            bounds[k] = tuple(float(t) for t in x.split(":"))
-        objective = Objective.single(name, cons, coefs or None, bounds or None)
-    except FlagError:
-        raise
+        objective = Objective.single(name, cons, *parse_weights(v["coefficients"], v["bounds"]))
+    except ConfigError as e:
+        raise FlagError(str(e)) from None
     except ValueError as e:
         raise FlagError(f"--objective={name!r}: {e}; allowed: {SINGLE_CHOICES} (single objectives only)") from None
     config = RefineConfig(steps=v["steps"], candidates=v["candidates"], lr=v["lr"], tau_start=v["tau_start"],
@@ -180,11 +166,8 @@ def resolve(v: dict, data: dict) -> dict:
                         "model; use --accuracy_source=constant")
     output = v["output"] or os.path.join(os.path.dirname(os.path.abspath(v["input"])), "refined.json")
     from cimnas_jax.cli import common as C
-    try:
-        C.seed(v)
-        C.out_file({"output": output}, "output")
-    except C.FlagError as e:
-        raise FlagError(str(e)) from None
+    C.seed(v)
+    C.out_file({"output": output}, "output")
     return dict(space=sp, hw_source=hw, accuracy_source=acc, accuracy_value=acc_value, objective=objective,
                 config=config, starts=starts, output=output)
 
