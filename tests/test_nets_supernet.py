@@ -56,6 +56,9 @@ def test_one_compile_serves_all_subnets_and_bits(ev):
     assert len(set(np.round(losses, 6))) == len(losses)  # different subnets, different outputs
     assert all(0.0 <= r["accuracy"] <= 1.0 and r["n_images"] == 500 for r in res)
     assert ev.accuracy(archs[2])["loss"] == losses[2]  # deterministic
+    # per-image outcomes (for paired comparisons): one per test image, in order, summing to the accuracy
+    c = ev.accuracy(archs[1], per_image=True)["correct"]
+    assert c.dtype == bool and c.shape == (500,) and c.mean() == pytest.approx(res[1]["accuracy"], abs=1e-12)
     assert ev.n_traces == 1
 
 

@@ -19,17 +19,10 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 @pytest.fixture(scope="module")
 def out(tmp_path_factory):
-    """The experiments' output folder; a persistent XLA cache for the module (as the CLI uses one), so
-    the many small pipeline runs of the same configuration compile once."""
-    import jax
-    from jax.experimental.compilation_cache import compilation_cache as cc
-    old = (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
-    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("xla")))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-    yield tmp_path_factory.mktemp("paper")
-    jax.config.update("jax_compilation_cache_dir", old[0])
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", old[1])
-    cc.reset_cache()
+    """The experiments' output folder. The many small pipeline runs of the same configuration compile
+    once: programs go to the test session's persistent XLA cache (tests/conftest.py), shared with the
+    other test files' runs of the same programs (the main job's fitness, the search step)."""
+    return tmp_path_factory.mktemp("paper")
 
 
 def _load(out, name):

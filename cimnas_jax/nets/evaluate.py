@@ -39,7 +39,8 @@ def chunk(x: np.ndarray, chunk_size: int, fill=0) -> tuple[np.ndarray, np.ndarra
 
 def make_eval_fn(model: Supernet):
     """(params, arch, calib_x [nc,cb,H,W,C], x [ne,eb,H,W,C], y [ne,eb], valid [ne,eb])
-    -> (n_correct, sum of cross-entropy, n) for one subnet.  Not jitted here."""
+    -> (n_correct, sum of cross-entropy, n, correct bool [ne,eb]) for one subnet (``correct``: each
+    image's outcome, for paired comparisons of two subnets on the same images).  Not jitted here."""
 
     def calibrate(params, arch, calib_x):
         def body(_, xb):
@@ -57,10 +58,10 @@ def make_eval_fn(model: Supernet):
             logp = jax.nn.log_softmax(logits)
             nll = -jnp.take_along_axis(logp, yb[:, None], -1)[:, 0]
             correct = (jnp.argmax(logits, -1) == yb) & vb
-            return (carry[0] + jnp.sum(correct), carry[1] + jnp.sum(jnp.where(vb, nll, 0.0))), None
+            return (carry[0] + jnp.sum(correct), carry[1] + jnp.sum(jnp.where(vb, nll, 0.0))), correct
 
-        (nc, nll), _ = jax.lax.scan(body, (jnp.zeros((), jnp.int32), jnp.zeros(())), (x, y, valid))
-        return nc, nll, jnp.sum(valid)
+        (nc, nll), correct = jax.lax.scan(body, (jnp.zeros((), jnp.int32), jnp.zeros(())), (x, y, valid))
+        return nc, nll, jnp.sum(valid), correct
 
     return evaluate, calibrate
 
@@ -91,14 +92,19 @@ class SubnetEvaluator:
 
         self._fn = jax.jit(traced)
 
-    def accuracy(self, arch: Mapping) -> dict:
+    def accuracy(self, arch: Mapping, per_image: bool = False) -> dict:
         """One subnet (unbatched arch dict of the model's family) -> {'accuracy', 'loss',
-        'n_images', 'seconds'}.  ValueError naming the key if the dict is not a valid subnet."""
+        'n_images', 'seconds'} (+ 'correct', bool [n_images] in image order, with ``per_image``).
+        ValueError naming the key if the dict is not a valid subnet."""
         self.family.check_arch(arch)
         t = time.perf_counter()
-        nc, nll, n = self._fn(self.params, self.family.to_device(arch), self.calib_x, self.x, self.y, self.valid)
+        nc, nll, n, correct = self._fn(self.params, self.family.to_device(arch), self.calib_x, self.x, self.y,
+                                       self.valid)
         nc, nll, n = int(nc), float(nll), int(n)
-        return dict(accuracy=nc / n, loss=nll / n, n_images=n, seconds=time.perf_counter() - t)
+        out = dict(accuracy=nc / n, loss=nll / n, n_images=n, seconds=time.perf_counter() - t)
+        if per_image:
+            out["correct"] = np.asarray(correct)[np.asarray(self.valid)]
+        return out
 
     def accuracies(self, archs: Mapping) -> list[dict]:
         """Batched arch dict ([P, ...] leaves, e.g. sp.architecture(genomes)) -> P results."""

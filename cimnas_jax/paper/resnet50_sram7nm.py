@@ -103,9 +103,12 @@ def run(ctx):
             for d in e["seeds"]:
                 r = rows.get(f"{n}_s{d['seed']}")
                 if r is not None:
-                    d.update(measured_accuracy=r.get("measured_accuracy"), accuracy_ci95=r.get("accuracy_ci95"),
-                             accuracy_vs_baseline=r.get("accuracy_vs_baseline"))
+                    d.update({k: r.get(k) for k in ("measured_accuracy", "accuracy_ci95", "accuracy_vs_baseline",
+                                                    "accuracy_vs_baseline_p", "accuracy_difference_vs_baseline",
+                                                    "accuracy_difference_ci95", "accuracy_vs_baseline_test")})
             e["spread"]["measured_accuracy"] = C.spread([d.get("measured_accuracy") for d in e["seeds"]])
+            e["spread"]["accuracy_difference_vs_baseline"] = C.spread(
+                [d.get("accuracy_difference_vs_baseline") for d in e["seeds"]])
             e["accuracy_vs_baseline_counts"] = {k: sum(d.get("accuracy_vs_baseline") == k for d in e["seeds"])
                                                 for k in ("higher", "indistinguishable", "lower")}
             if e.get("median_design"):
@@ -142,15 +145,17 @@ def table(ctx, res, truth):
                      C.fmt_spread(sp["edap_reduction_vs_baseline_x"], ".1f"),
                      C.fmt_spread(sp["tops_per_w_vs_baseline_x"], ".2f"), C.fmt_spread(sp["tops_per_mm2_vs_baseline_x"], ".2f"),
                      f"{md['macs']:.3e}" if md.get("macs") else "n/a",
-                     C.fmt_spread(sp.get("measured_accuracy"), ".4f"), _vs_cell(e.get("accuracy_vs_baseline_counts"))])
+                     C.fmt_spread(sp.get("measured_accuracy"), ".4f"), _points(sp.get("accuracy_difference_vs_baseline")),
+                     _vs_cell(e.get("accuracy_vs_baseline_counts"))])
     rows.append(["CIMNAS (published, ResNet50 on 7 nm SRAM, its own baseline)", "", "", "", "", "", "",
-                 f"up to {res['published_edap_reduction_x']}", "", "", "", "", ""])
+                 f"up to {res['published_edap_reduction_x']}", "", "", "", "", "", ""])
     lines += markdown_table(["design", "energy [J]", "latency [s]", "area [mm²]", "EDAP [J·s·mm²]", "TOPS/W",
                              "TOPS/mm²", "EDAP reduction [×]", "TOPS/W gain [×]", "TOPS/mm² gain [×]",
                              "MACs (median seed)", "accuracy measured [95 % CI] / median [min, max]",
-                             "accuracy vs baseline (seeds higher / same / lower)"], rows)
-    lines += ["", "Cells: median [min, max] over seeds. 'vs baseline': whether a seed's design's 95 % accuracy "
-              "interval lies above, overlaps or lies below the baseline's.", "", "## Median-seed designs", ""]
+                             "accuracy − baseline [points]", "accuracy vs baseline (seeds higher / same / lower)"], rows)
+    lines += ["", "Cells: median [min, max] over seeds. 'vs baseline': each seed's design against the baseline on "
+              "the same test images, exact McNemar test, two-sided at 5 % ('same' = not distinguishable at this "
+              "test-set size).", "", "## Median-seed designs", ""]
     des = [("baseline", b["design"], b["stats"])] + [(n, e["median_design"], e["median_design"]["stats"])
                                                      for n, e in res["variants"].items() if e.get("median_design")]
     hw = list(des[0][1]["hardware"])
@@ -164,6 +169,13 @@ def table(ctx, res, truth):
 
 def _acc_cell(acc, ci):
     return f"{acc:.4f} [{ci[0]:.4f}, {ci[1]:.4f}]" if acc is not None and ci else "n/a"
+
+
+def _points(sp):
+    """A spread of accuracy differences (fractions) in percentage points."""
+    if not sp or sp.get("median") is None:
+        return "n/a"
+    return f"{100 * sp['median']:+.2f} [{100 * sp['min']:+.2f}, {100 * sp['max']:+.2f}]"
 
 
 def _vs_cell(counts):

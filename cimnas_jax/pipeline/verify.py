@@ -253,9 +253,11 @@ def measure_accuracy(cfg, ctx, space, genomes, rows) -> str:
         return f"not measured ({e})"
     ev = evaluator_for(model, params, ds, "test", cfg.test_images)
     t0 = time.perf_counter()
+    outcomes = {}                       # (row, "accuracy" | "finetuned") -> bool per test image
     for i, r in enumerate(rows):
         arch = {k: v[i] for k, v in arch_all.items()}
-        res = ev.accuracy(arch)
+        res = ev.accuracy(arch, per_image=True)
+        outcomes[i, "accuracy"] = res.pop("correct")
         r["measured_accuracy"] = res["accuracy"]
         r["accuracy_images"] = res["n_images"]
         r["accuracy_ci95"] = list(wilson_interval(res["accuracy"], res["n_images"]))
@@ -276,7 +278,8 @@ def measure_accuracy(cfg, ctx, space, genomes, rows) -> str:
             ctx.log(f"  fine-tuning {rows[i]['design']} for {cfg.finetune_steps} QAT steps (batch 128)")
             t1 = time.perf_counter()
             ev.params = finetune_subnet(model, params, ds, arch, cfg.finetune_steps, log=ctx.log)
-            res = ev.accuracy(arch)
+            res = ev.accuracy(arch, per_image=True)
+            outcomes[i, "finetuned"] = res.pop("correct")
             rows[i]["finetuned_accuracy"] = res["accuracy"]
             rows[i]["finetuned_ci95"] = list(wilson_interval(res["accuracy"], res["n_images"]))
             rows[i]["finetune_steps"] = cfg.finetune_steps
@@ -284,17 +287,24 @@ def measure_accuracy(cfg, ctx, space, genomes, rows) -> str:
             ev.params = params
         note += (f"; {', '.join(rows[i]['design'] for i in chosen)} fine-tuned for {cfg.finetune_steps} QAT "
                  f"steps of 128 images (inherited = the supernet's weights)")
-    compare_to_baseline(rows)
-    return note
+    compare_to_baseline(rows, outcomes)
+    return note + ("; each design against the baseline: exact McNemar test on the same test images, two-sided, "
+                   "5 % level")
 
 
-def compare_to_baseline(rows) -> None:
-    """``accuracy_vs_baseline``: 'higher' / 'lower' when the 95 % intervals of a design's accuracy
-    and the baseline's (fine-tuned where both were, else inherited) do not overlap, else
-    'indistinguishable' (the two cannot be told apart at this test-set size)."""
-    from cimnas_jax.stats import intervals_overlap
+def compare_to_baseline(rows, outcomes=None, alpha: float = 0.05) -> None:
+    """``accuracy_vs_baseline`` of every row against rows[0] (the baseline), on the fine-tuned
+    accuracies where both were fine-tuned, else the inherited ones: 'higher' / 'lower' /
+    'indistinguishable' (cannot be told apart at this test-set size).
+
+    With ``outcomes`` ({(row index, 'accuracy' | 'finetuned'): bool per test image}, both measured on
+    the same images) the test is the paired one: an exact McNemar test, two-sided at ``alpha``; the
+    row also gets the difference, its 95 % interval and the p-value. Without them (rows measured
+    elsewhere) the conservative fallback: different only when the two 95 % intervals do not overlap."""
+    from cimnas_jax.stats import intervals_overlap, paired_accuracy_difference
+    outcomes = outcomes or {}
     base = rows[0]
-    for r in rows[1:]:
+    for j, r in enumerate(rows[1:], start=1):
         key = "finetuned" if r.get("finetuned_ci95") and base.get("finetuned_ci95") else "accuracy"
         a = r.get(f"{key}_ci95") if key == "finetuned" else r.get("accuracy_ci95")
         b = base.get(f"{key}_ci95") if key == "finetuned" else base.get("accuracy_ci95")
@@ -302,6 +312,16 @@ def compare_to_baseline(rows) -> None:
             continue
         va = r["finetuned_accuracy"] if key == "finetuned" else r["measured_accuracy"]
         vb = base["finetuned_accuracy"] if key == "finetuned" else base["measured_accuracy"]
-        r["accuracy_vs_baseline"] = ("indistinguishable" if intervals_overlap(a, b)
-                                     else ("higher" if va > vb else "lower"))
         r["accuracy_vs_baseline_basis"] = "fine-tuned" if key == "finetuned" else "inherited"
+        if (j, key) in outcomes and (0, key) in outcomes:
+            t = paired_accuracy_difference(outcomes[j, key], outcomes[0, key])
+            r["accuracy_vs_baseline"] = ("indistinguishable" if t["p_value"] >= alpha
+                                         else ("higher" if t["difference"] > 0 else "lower"))
+            r["accuracy_vs_baseline_test"] = f"exact McNemar, two-sided, alpha {alpha:g}"
+            r["accuracy_vs_baseline_p"] = t["p_value"]
+            r["accuracy_difference_vs_baseline"] = t["difference"]
+            r["accuracy_difference_ci95"] = t["difference_ci95"]
+        else:
+            r["accuracy_vs_baseline"] = ("indistinguishable" if intervals_overlap(a, b)
+                                         else ("higher" if va > vb else "lower"))
+            r["accuracy_vs_baseline_test"] = "95 % Wilson intervals overlap (no per-image outcomes)"

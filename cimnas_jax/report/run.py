@@ -113,7 +113,7 @@ def write(out_dir, space, cfg, search, finalists, ver, provenance: dict, wall_se
         acc_txt = ""
         if best.get(key) is not None and base.get(key) is not None:
             acc_txt = (f"; {basis} accuracy {best[key]:.4f} vs {base[key]:.4f} for the reference "
-                       f"({best.get('accuracy_vs_baseline', 'not compared')} at 95 %)")
+                       f"({_vs_text(best)})")
         lines += ["", f"**Headline ({hw_src}):** {best['design']} (best verified EDAP / accuracy) has "
                   f"**{best['edap_reduction_vs_baseline_x']:.1f}× lower EDAP** than the reference design (the search "
                   f"model, {search_model['name']}, says {best['predicted_edap_reduction_vs_baseline_x']:.1f}×){acc_txt}."]
@@ -123,8 +123,9 @@ def write(out_dir, space, cfg, search, finalists, ver, provenance: dict, wall_se
                   f"{100 * ver.extra.get('tolerance', 0):g} % on {', '.join(flagged)} (see the error table)."]
     lines.append("")
     lines += [f"Hardware figures: {hw_src} (ground truth). Accuracy: predicted by the search's model; measured "
-              "(inherited supernet weights) and fine-tuned on the test images, with 95 % intervals; 'vs baseline' "
-              "says whether the intervals separate.", ""]
+              "(inherited supernet weights) and fine-tuned on the test images, with 95 % intervals; 'vs baseline': "
+              "the design against the reference on the same test images (exact McNemar test, two-sided, 5 %; "
+              "p-value in brackets).", ""]
     lines += markdown_table(
         ["design", "origin", "valid", "energy [J]", "latency [s]", "area [mm²]", "EDAP [J·s·mm²]",
          "EDAP reduction [×]", "TOPS/W", "TOPS/mm²", "accuracy predicted", "accuracy inherited [95 % CI]",
@@ -133,7 +134,7 @@ def write(out_dir, space, cfg, search, finalists, ver, provenance: dict, wall_se
           fmt(r["area_mm2"], ".1f"), fmt(r["edap_j_s_mm2"]), fmt(r.get("edap_reduction_vs_baseline_x"), ".1f"),
           fmt(r["tops_per_w"], ".3f"), fmt(r["tops_per_mm2"], ".4f"), fmt(r.get("predicted_accuracy"), ".4f"),
           _acc_cell(r, "measured_accuracy", "accuracy_ci95"), _acc_cell(r, "finetuned_accuracy", "finetuned_ci95"),
-          r.get("accuracy_vs_baseline", "—" if r["origin"] == "reference" else "n/a")]
+          _vs_cell(r)]
          for r in rows])
     lines += ["", f"Search model ({search_src}) against the ground truth ({hw_src}), per design: values, relative "
               f"error (model / truth − 1; flagged ⚠ beyond {100 * ver.extra.get('tolerance', 0):g} %) and the EDAP "
@@ -162,3 +163,20 @@ def write(out_dir, space, cfg, search, finalists, ver, provenance: dict, wall_se
               "every gene decoded), convergence.png, finalists.png, config.json (repeat with --config).", ""]
     atomic_write(out / "report.md", "\n".join(lines))
     return out / "report.md"
+
+
+def _vs_text(r) -> str:
+    """'indistinguishable (exact McNemar p = 0.41, difference −0.25 points [−0.9, +0.4])' or the fallback."""
+    vs = r.get("accuracy_vs_baseline", "not compared")
+    if r.get("accuracy_vs_baseline_p") is None:
+        return f"{vs}: {r['accuracy_vs_baseline_test']}" if r.get("accuracy_vs_baseline_test") else vs
+    lo, hi = r["accuracy_difference_ci95"]
+    return (f"{vs}: exact McNemar p = {r['accuracy_vs_baseline_p']:.2g}, difference "
+            f"{100 * r['accuracy_difference_vs_baseline']:+.2f} points [{100 * lo:+.2f}, {100 * hi:+.2f}]")
+
+
+def _vs_cell(r) -> str:
+    if "accuracy_vs_baseline" not in r:
+        return "—" if r["origin"] == "reference" else "n/a"
+    p = r.get("accuracy_vs_baseline_p")
+    return r["accuracy_vs_baseline"] + (f" (p = {p:.2g})" if p is not None else "")
