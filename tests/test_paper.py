@@ -174,6 +174,10 @@ def test_resnet50_sram7nm_tiny(out):
     hw = np.array([g.group.startswith("hardware") for g in get_space("resnet50_sram7nm").genes])
     for d in res["variants"]["hw_only"]["seeds"]:
         np.testing.assert_array_equal(np.asarray(d["genome"])[~hw], ref[~hw])
+    sw = np.array([g.group == "software" for g in get_space("resnet50_sram7nm").genes])
+    for d in res["variants"]["quant_hw"]["seeds"]:      # the network fixed, its bits and the chip free
+        np.testing.assert_array_equal(np.asarray(d["genome"])[sw], ref[sw])
+    assert res["variants"]["quant_hw"]["spread"]["edap_reduction_vs_baseline_x"]["median"] >= 1
     assert res["baseline"]["macs"] > 3e9
 
 
