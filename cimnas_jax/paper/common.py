@@ -311,3 +311,24 @@ def hardware_cell(hw: dict) -> str:
     for k, v in hw.items():
         parts.append(f"{k}={v:g}")
     return ", ".join(parts)
+
+
+# ---------------------------------------------------------------------- accuracy against the baseline
+VS_KEYS = ("accuracy_vs_baseline", "accuracy_vs_baseline_p", "accuracy_difference_vs_baseline",
+           "accuracy_difference_ci95", "accuracy_vs_baseline_test")
+
+
+def vs_fields(row: dict) -> dict:
+    """The verify stage's comparison of a row's measured accuracy with the baseline's (VS_KEYS)."""
+    return {k: row.get(k) for k in VS_KEYS}
+
+
+def vs_suffix(d: dict) -> str:
+    """' (lower: −1.17 points, McNemar p = 3e-12)' for a design's comparison with the baseline, '' if none."""
+    vs = d.get("accuracy_vs_baseline")
+    if not vs:
+        return ""
+    if d.get("accuracy_vs_baseline_p") is None:
+        return f" ({vs})"
+    return (f" ({vs}: {100 * d['accuracy_difference_vs_baseline']:+.2f} points, "
+            f"McNemar p = {d['accuracy_vs_baseline_p']:.2g})")

@@ -85,8 +85,7 @@ def run(ctx):
         for r in v.verification.rows:
             if r["design"] in out:
                 out[r["design"]]["median_design"].update(measured_accuracy=r.get("measured_accuracy"),
-                                                         accuracy_ci95=r.get("accuracy_ci95"),
-                                                         accuracy_vs_baseline=r.get("accuracy_vs_baseline"))
+                                                         accuracy_ci95=r.get("accuracy_ci95"), **C.vs_fields(r))
             else:
                 base_acc = dict(measured_accuracy=r.get("measured_accuracy"), accuracy_ci95=r.get("accuracy_ci95"))
     return dict(settings=out, bounds_hi=hi, baseline_accuracy=base_acc, accuracy_note=acc_note,
@@ -117,11 +116,11 @@ def table(ctx, res, truth):
         rows.append([n, e["coefficients_flag"], C.fmt_spread(sp["energy_j_vs_baseline_x"], ".3f"),
                      C.fmt_spread(sp["latency_s_vs_baseline_x"], ".3f"), C.fmt_spread(sp["area_mm2_vs_baseline_x"], ".3f"),
                      C.fmt_spread(sp["edap_j_s_mm2_vs_baseline_x"], ".4f"), C.fmt_spread(sp["predicted_accuracy"], ".4f"),
-                     f"{acc:.4f} [{ci[0]:.4f}, {ci[1]:.4f}]" if acc is not None and ci else "n/a"])
+                     (f"{acc:.4f} [{ci[0]:.4f}, {ci[1]:.4f}]" + C.vs_suffix(md)) if acc is not None and ci else "n/a"])
     ba = res.get("baseline_accuracy") or {}
     lines += markdown_table(["setting", "--coefficients", "energy [× baseline]", "latency [× baseline]",
                              "area [× baseline]", "EDAP [× baseline]", "accuracy surrogate",
-                             "accuracy measured, median seed [95 % CI]"], rows)
+                             "accuracy measured, median seed [95 % CI] (vs baseline, same images)"], rows)
     lines += ["", f"Baseline accuracy: surrogate {res['baseline_predicted_accuracy']:.4f}"
               + (f", measured {ba['measured_accuracy']:.4f}" if ba.get("measured_accuracy") is not None else "")
               + ". Measured accuracy: " + res["accuracy_note"] + ".", "", "## The chosen chips and networks (median seed)", ""]

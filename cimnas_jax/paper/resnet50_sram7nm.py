@@ -105,9 +105,8 @@ def run(ctx):
             for d in e["seeds"]:
                 r = rows.get(f"{n}_s{d['seed']}")
                 if r is not None:
-                    d.update({k: r.get(k) for k in ("measured_accuracy", "accuracy_ci95", "accuracy_vs_baseline",
-                                                    "accuracy_vs_baseline_p", "accuracy_difference_vs_baseline",
-                                                    "accuracy_difference_ci95", "accuracy_vs_baseline_test")})
+                    d.update(measured_accuracy=r.get("measured_accuracy"), accuracy_ci95=r.get("accuracy_ci95"),
+                             **C.vs_fields(r))
             e["spread"]["measured_accuracy"] = C.spread([d.get("measured_accuracy") for d in e["seeds"]])
             e["spread"]["accuracy_difference_vs_baseline"] = C.spread(
                 [d.get("accuracy_difference_vs_baseline") for d in e["seeds"]])
