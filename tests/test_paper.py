@@ -138,6 +138,8 @@ def test_top_designs_tiny(out):
     top = res["objectives"]["edap_per_accuracy"]["top"]
     assert 1 <= len(top) <= 3 and len({json.dumps(t["hardware"], sort_keys=True) for t in top}) == len(top)
     assert "Top" in table and "EDAP / accuracy (CIMNAS default)" in table
+    chips = len({json.dumps(t["hardware"], sort_keys=True) for t in top})     # the heading counts them, not claims them
+    assert f"{chips} distinct chip" in table
 
 
 def test_priority_tiny(out):
