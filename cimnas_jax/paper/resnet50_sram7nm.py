@@ -231,7 +231,8 @@ def figures(ctx, res, truth):
         plain_log_ticks(ax2, "x", fontsize=9)
         ax2.set_xlabel("EDAP reduction vs the ResNet50 baseline design [×]")
         ax2.set_ylabel("measured accuracy [%] (Fashion-MNIST test, 95 % CI)")
-        ax2.set_title("accuracy measured with the elastic ResNet supernet\n(band: the baseline's 95 % interval)",
+        ax2.set_title("accuracy measured with the elastic ResNet supernet (band: the baseline's 95 % interval)\n"
+                      "overlapping intervals are not 'no difference': the table gives the paired test",
                       fontsize=9)
         ax2.grid(alpha=0.3)
         h, lab = ax.get_legend_handles_labels()
