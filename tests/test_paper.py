@@ -180,6 +180,10 @@ def test_resnet50_sram7nm_tiny(out):
     for d in res["variants"]["quant_hw"]["seeds"]:      # the network fixed, its bits and the chip free
         np.testing.assert_array_equal(np.asarray(d["genome"])[sw], ref[sw])
     assert res["variants"]["quant_hw"]["spread"]["edap_reduction_vs_baseline_x"]["median"] >= 1
+    if has:                    # the floor variant: every seed's design predicted at or above the floor
+        assert res["accuracy_floor"] == pytest.approx(b["predicted_accuracy"] - 0.01, abs=1e-4)
+        for d in res["variants"]["joint_floor"]["seeds"]:
+            assert d.get("genome") is None or d["predicted_accuracy"] >= res["accuracy_floor"] - 1e-6
     assert res["baseline"]["macs"] > 3e9
 
 
