@@ -205,17 +205,18 @@ def figures(ctx, res, truth):
         fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12.5, 5.2))
     else:
         fig, ax = plt.subplots(figsize=(7.0, 4.8))
-    for n, mk in zip(res["variants"], ("o", "D", "s", "P")):
+    colors = ("tab:blue", "tab:orange", "tab:green", "tab:purple")     # red is the baseline's
+    for n, mk, col in zip(res["variants"], ("o", "D", "s", "P"), colors):
         pts = [d for d in res["variants"][n]["seeds"] if d.get("edap_j_s_mm2")]
         lab = f"{res['variants'][n]['label']} ({len(pts)} seeds)"
         ax.scatter([d["energy_j"] for d in pts], [d["latency_s"] * d["area_mm2"] for d in pts], marker=mk, s=45,
-                   label=lab)
+                   color=col, label=lab)
         if measured:
             acc = [d for d in pts if d.get("measured_accuracy") is not None]
             y = np.array([100 * d["measured_accuracy"] for d in acc])
             ci = np.array([[100 * d["accuracy_ci95"][0], 100 * d["accuracy_ci95"][1]] for d in acc]).reshape(-1, 2)
             ax2.errorbar([d["edap_reduction_vs_baseline_x"] for d in acc], y, yerr=[y - ci[:, 0], ci[:, 1] - y],
-                         fmt=mk, capsize=3, ms=6)
+                         fmt=mk, capsize=3, ms=6, color=col)
     ax.scatter([b["energy_j"]], [b["latency_s"] * b["area_mm2"]], marker="*", s=300, color="tab:red", edgecolor="k",
                label="ResNet50 baseline design", zorder=4)
     e0 = b["edap_j_s_mm2"]
