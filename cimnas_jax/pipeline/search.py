@@ -20,13 +20,14 @@ def build_search(cfg, space, fitness, objective):
     algo = make_algorithm(cfg.algorithm, space, cfg.population, objective.n_objectives,
                           num_offspring=cfg.offspring or None, crossover=cfg.crossover,
                           mutation=cfg.mutation, archive_size=cfg.archive_size)
-    if cfg.freeze:
-        algo = Frozen(algo, freeze_mask(space, cfg.freeze), space.reference_genome())
     params = algo.default_params()
     over = {"crossover_prob": cfg.crossover_prob}
     if cfg.mutation_rate > 0:
         over["mutation_rate"] = cfg.mutation_rate
     params = params.replace(**{k: v for k, v in over.items() if hasattr(params, k)})
+    if cfg.freeze:
+        algo = Frozen(algo, freeze_mask(space, cfg.freeze), space.reference_genome())
+        params = algo.wrap_params(params)
     ident = dict(space=space.name, technology=cfg.technology or space.technology, hw_source=cfg.hw_source,
                  accuracy_source=cfg.accuracy_source, area_limit_mm2=cfg.area_limit_mm2,
                  accuracy_floor=cfg.accuracy_floor, capacity=cfg.capacity, crossover=cfg.crossover,

@@ -9,10 +9,24 @@ wrapped state, tell and final designs are the inner algorithm's.
 """
 from __future__ import annotations
 
+from typing import Any
+
+import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import struct
 
 from .base import Algorithm
+
+
+@struct.dataclass
+class FrozenParams:
+    """The wrapped algorithm's params and the frozen genes: ``mask`` bool [G], ``values`` int32 [G].
+    Params, not constants of the algorithm, so searches that differ only in which genes are frozen
+    run one compiled program (``Search`` passes params into its jitted generations)."""
+    inner: Any
+    mask: jax.Array
+    values: jax.Array
 
 
 class Frozen(Algorithm):
@@ -27,24 +41,29 @@ class Frozen(Algorithm):
         self.popsize, self.num_offspring = inner.popsize, inner.num_offspring
         self.n_objectives = getattr(inner, "n_objectives", 1)
 
-    def _fix(self, genomes):
-        return jnp.where(jnp.asarray(self.mask), jnp.asarray(self.values), genomes).astype(jnp.int32)
+    @staticmethod
+    def _fix(genomes, params):
+        return jnp.where(params.mask, params.values, genomes).astype(jnp.int32)
+
+    def wrap_params(self, inner_params) -> FrozenParams:
+        """These frozen genes around the wrapped algorithm's ``inner_params``."""
+        return FrozenParams(inner=inner_params, mask=jnp.asarray(self.mask), values=jnp.asarray(self.values))
 
     def default_params(self):
-        return self.inner.default_params()
+        return self.wrap_params(self.inner.default_params())
 
     def init(self, key, params):
-        state = self.inner.init(key, params)
+        state = self.inner.init(key, params.inner)
         if hasattr(state, "population"):        # the initial population, where the state keeps one
-            state = self.inner.rehash(state.replace(population=self._fix(state.population)))
+            state = self.inner.rehash(state.replace(population=self._fix(state.population, params)))
         return state
 
     def ask(self, key, state, params):
-        x, state = self.inner.ask(key, state, params)
-        return self._fix(x), state
+        x, state = self.inner.ask(key, state, params.inner)
+        return self._fix(x, params), state
 
     def tell(self, key, genomes, fitness, violation, state, params):
-        return self.inner.tell(key, genomes, fitness, violation, state, params)
+        return self.inner.tell(key, genomes, fitness, violation, state, params.inner)
 
     def final_designs(self, state):
         return self.inner.final_designs(state)

@@ -113,16 +113,18 @@ class Search:
             st = jax.device_put(st, jax.local_devices()[0])
         return st
 
-    def step(self, state: SearchState):
-        """One generation: ask -> fitness -> objectives -> tell. Returns (state, stats)."""
+    def step(self, state: SearchState, params=None):
+        """One generation: ask -> fitness -> objectives -> tell. Returns (state, stats).
+        ``params``: the algorithm's params (None = ``self.params``)."""
+        params = self.params if params is None else params
         key = jax.random.wrap_key_data(state.key_data, impl=self.rng_impl)
         key, k_ask = jax.random.split(key)
         k_tell = jax.random.fold_in(k_ask, 1)
-        x, algo_state = self.algo.ask(k_ask, state.algo, self.params)
+        x, algo_state = self.algo.ask(k_ask, state.algo, params)
         x = self._constrain(x)
         F, v = self.objective(self.fitness_fn(x))
         feasible = v == 0
-        algo_state, stats = self.algo.tell(k_tell, x, F, v, algo_state, self.params)
+        algo_state, stats = self.algo.tell(k_tell, x, F, v, algo_state, params)
         hv_ref = state.hv_ref
         if self.multi:   # reference point: 1.1 x the worst feasible value of the first feasible batch
             cand = 1.1 * jnp.max(jnp.where(feasible[:, None], F, -jnp.inf), axis=0)
@@ -133,9 +135,12 @@ class Search:
         return self._constrain(new), stats
 
     def _chunk_fn(self, n: int):
+        """jit(run)(state, params) for ``n`` generations. The algorithm's params are an argument
+        (numbers, e.g. rates or a frozen-gene mask, do not recompile); None = ``self.params`` as
+        constants (several processes: every argument would have to be a global array)."""
         if n not in self._chunks:
-            def run(state):
-                state, stats = jax.lax.scan(lambda s, _: self.step(s), state, None, length=n)
+            def run(state, params=None):
+                state, stats = jax.lax.scan(lambda s, _: self.step(s, params), state, None, length=n)
                 if self.mesh is not None:   # the per-generation metrics on every process
                     stats = jax.lax.with_sharding_constraint(stats, self._replicated)
                 return state, stats
@@ -222,7 +227,7 @@ class Search:
         while gen < generations and (max_chunks is None or done_chunks < max_chunks):
             n = min(chunk, generations - gen)
             t0 = time.perf_counter()
-            state, stats = self._chunk_fn(n)(state)
+            state, stats = self._chunk_fn(n)(state, None if self.multiprocess else self.params)
             stats = jax.device_get(stats)
             dt = time.perf_counter() - t0
             for i in range(n):
